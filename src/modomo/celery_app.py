@@ -1,0 +1,119 @@
+"""The Celery application: queues, routes, reliability settings and worker signals.
+
+Start a worker with ``modomo worker`` or, as the original scraper did, from the repository
+root with ``celery -A celery_app worker --loglevel=info`` (a worker with no ``-Q`` consumes
+every queue below).
+
+Reliability choices (Celery's "Optimizing" and "Tasks" guides):
+
+- JSON only, on the wire and in results: no pickle.
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task whose worker dies is redelivered;
+  every stage is idempotent per scene and the job ledger counts each scene once, so a
+  redelivery never duplicates work or counts.
+- ``worker_prefetch_multiplier = 1``: long batches are not hoarded by one worker.
+- Soft and hard time limits; children recycled after N tasks or M KiB of resident memory.
+- On Redis, ``visibility_timeout`` longer than the hard time limit (broker, result backend and
+  app settings), or Redis would hand a still-running task to a second worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from modomo.config import Settings, get_settings
+
+__all__ = ["QUEUES", "TASK_MODULES", "app", "make_celery"]
+
+QUEUES: tuple[str, ...] = (
+    "celery",
+    "ai_processing",
+    "detection",
+    "scraping",
+    "import",
+    "color_processing",
+    "classification",
+    "maintenance",
+)
+"""Every queue Modomo uses; ``celery`` is the default."""
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "modomo.tasks.color_tasks.*": {"queue": "color_processing"},
+    "modomo.tasks.detection_tasks.*": {"queue": "ai_processing"},
+    "modomo.tasks.classification_tasks.*": {"queue": "classification"},
+    "modomo.tasks.scraping_tasks.*": {"queue": "scraping"},
+    "modomo.tasks.import_tasks.*": {"queue": "import"},
+    "modomo.tasks.maintenance_tasks.*": {"queue": "maintenance"},
+}
+"""Routes by task module: each domain's tasks go to that domain's queue."""
+
+TASK_MODULES: tuple[str, ...] = ("modomo.tasks.color_tasks",)
+"""Modules whose tasks every worker registers."""
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://"))
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from Modomo's :class:`~modomo.config.Settings`."""
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": "celery",
+        "task_routes": TASK_ROUTES,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+    if _is_redis(settings.broker_url):
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.redis_visibility_timeout,
+            "queue_order_strategy": "priority",
+        }
+    if _is_redis(settings.result_backend):
+        config["result_backend_transport_options"] = {
+            "visibility_timeout": settings.redis_visibility_timeout
+        }
+        config["visibility_timeout"] = settings.redis_visibility_timeout
+    return config
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    """Build the Celery app for ``settings`` (default: the process's settings)."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery = Celery("modomo", include=list(TASK_MODULES))
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+app = make_celery()
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A forked child must not reuse the parent's pooled database connections.
+    from modomo.db.session import dispose_engines
+
+    dispose_engines()

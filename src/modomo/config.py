@@ -1,0 +1,258 @@
+"""Settings: the only place in Modomo that reads the environment.
+
+Every variable has the ``MODOMO_`` prefix (``MODOMO_DATA_DIR``, ``MODOMO_BATCH_SIZE`` …). The
+original Modomo scraper's names are accepted too: ``REDIS_URL``, ``CELERY_BROKER_URL``,
+``CELERY_RESULT_BACKEND``, ``DATABASE_URL``, ``SUPABASE_URL`` and ``SUPABASE_SERVICE_ROLE_KEY``.
+
+With nothing set, Modomo runs on its *embedded default*: a SQLite job database, Celery's
+SQLAlchemy transport on a SQLite file, and a local artifact folder, all under the data dir.
+
+A bad value fails at start-up with :class:`ConfigError`, which names the variable and says
+what is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "get_settings"]
+
+ENV_PREFIX = "MODOMO_"
+
+
+def _env(name: str, *legacy: str) -> AliasChoices:
+    """Accept ``MODOMO_NAME`` and, for the original scraper's variables, the legacy names."""
+    return AliasChoices(ENV_PREFIX + name.upper(), *legacy)
+
+
+class ConfigError(RuntimeError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Modomo's settings, shared by the API, the workers and the CLI.
+
+    Durations are in seconds, sizes in bytes or pixels as named.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("~/.local/share/modomo"),
+        validation_alias=_env("data_dir"),
+        description="Folder for the embedded SQLite databases and the local artifact store.",
+    )
+    redis_url: str = Field(
+        default="", validation_alias=_env("redis_url", "REDIS_URL"),
+        description="Redis URL; the broker and result backend default to it.",
+    )
+    broker_url: str = Field(
+        default="", validation_alias=_env("broker_url", "CELERY_BROKER_URL"),
+        description="Celery broker URL (default: REDIS_URL, else SQLite in the data dir).",
+    )
+    result_backend: str = Field(
+        default="", validation_alias=_env("result_backend", "CELERY_RESULT_BACKEND"),
+        description="Celery result backend (default: REDIS_URL, else SQLite in the data dir).",
+    )
+    database_url: str = Field(
+        default="", validation_alias=_env("database_url", "DATABASE_URL"),
+        description="Job and dataset database (PostgreSQL/Supabase; default SQLite).",
+    )
+    artifact_url: str = Field(
+        default="", validation_alias=_env("artifact_url"),
+        description="fsspec URL of the artifact store (default: DATA_DIR/artifacts).",
+    )
+    supabase_url: str = Field(default="", validation_alias=_env("supabase_url", "SUPABASE_URL"))
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY")
+    )
+
+    # --- Celery reliability -------------------------------------------------------------
+    task_soft_time_limit: PositiveInt = Field(
+        default=600, validation_alias=_env("task_soft_time_limit"),
+        description="Seconds before a task gets SoftTimeLimitExceeded.",
+    )
+    task_time_limit: PositiveInt = Field(
+        default=900, validation_alias=_env("task_time_limit"),
+        description="Seconds before a task's worker child is killed.",
+    )
+    visibility_timeout: PositiveInt | None = Field(
+        default=None, validation_alias=_env("visibility_timeout"),
+        description="Redis visibility timeout in seconds (default: 2 x the hard time limit).",
+    )
+    worker_max_tasks_per_child: PositiveInt = Field(
+        default=200, validation_alias=_env("worker_max_tasks_per_child")
+    )
+    worker_max_memory_per_child_kb: PositiveInt = Field(
+        default=2_000_000, validation_alias=_env("worker_max_memory_per_child_kb"),
+        description="Resident memory (KiB) after which a worker child is replaced.",
+    )
+    result_expires: PositiveInt = Field(
+        default=86_400, validation_alias=_env("result_expires"),
+        description="Seconds Celery keeps task results.",
+    )
+
+    # --- jobs ---------------------------------------------------------------------------
+    batch_size: PositiveInt = Field(
+        default=16, validation_alias=_env("batch_size"),
+        description="Scenes per task when a job fans out.",
+    )
+    progress_interval: PositiveFloat = Field(
+        default=0.5, validation_alias=_env("progress_interval"),
+        description="Minimum seconds between progress writes of one job from one process.",
+    )
+
+    # --- images and fetching ------------------------------------------------------------
+    max_image_pixels: PositiveInt = Field(
+        default=50_000_000, validation_alias=_env("max_image_pixels"),
+        description="Larger images are refused (decompression-bomb guard).",
+    )
+    max_download_bytes: PositiveInt = Field(
+        default=25_000_000, validation_alias=_env("max_download_bytes")
+    )
+    fetch_timeout: PositiveFloat = Field(
+        default=20.0, validation_alias=_env("fetch_timeout"),
+        description="Seconds one image download may take, in all.",
+    )
+    allow_private_urls: bool = Field(
+        default=False, validation_alias=_env("allow_private_urls"),
+        description="Allow fetching from private, loopback and link-local addresses.",
+    )
+    user_agent: str = Field(
+        default="Modomo/0.1 (+https://github.com/modomo; dataset builder)",
+        validation_alias=_env("user_agent"),
+    )
+
+    # --- colour analysis ----------------------------------------------------------------
+    palette_size: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=5, validation_alias=_env("palette_size"), description="Colours per palette (k)."
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=_env("log_level")
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("redis_url", "broker_url", "result_backend", "database_url", "supabase_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if not parts.scheme or not (parts.netloc or parts.path):
+            raise ValueError(f"not a URL: {value!r} (expected scheme://host/...)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # Supabase and Heroku hand out postgres:// URLs; SQLAlchemy wants a driver name.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix):]
+        return value
+
+    # --- derived values -------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        # Unset URLs fall back to REDIS_URL, then to the embedded default under the data dir.
+        self.broker_url = (
+            self.broker_url or self.redis_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+        )
+        self.result_backend = (
+            self.result_backend
+            or self.redis_url
+            or f"db+sqlite:///{self.data_dir / 'results.sqlite'}"
+        )
+        self.database_url = self.database_url or f"sqlite:///{self.data_dir / 'modomo.sqlite'}"
+        self.artifact_url = self.artifact_url or str(self.data_dir / "artifacts")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: SQLite broker and an in-process worker."""
+        return self.broker_url.startswith("sqla+sqlite")
+
+    @property
+    def redis_visibility_timeout(self) -> int:
+        """Seconds before Redis redelivers an unacknowledged task; longer than the hard limit."""
+        return self.visibility_timeout or 2 * self.task_time_limit
+
+    def check(self) -> Settings:
+        """Cross-field checks; raises ValueError naming the variables."""
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError(
+                "MODOMO_TASK_SOFT_TIME_LIMIT must be smaller than MODOMO_TASK_TIME_LIMIT "
+                f"({self.task_soft_time_limit} >= {self.task_time_limit})"
+            )
+        if self.redis_visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                "MODOMO_VISIBILITY_TIMEOUT must be longer than MODOMO_TASK_TIME_LIMIT "
+                f"({self.redis_visibility_timeout} <= {self.task_time_limit}), or Redis "
+                "redelivers tasks that are still running"
+            )
+        return self
+
+
+def _variable_name(loc: str) -> str:
+    # Errors are located by the alias that supplied the value (the variable's own name),
+    # except for cross-field and default errors, which carry the field name.
+    field = Settings.model_fields.get(loc)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        return " / ".join(str(choice) for choice in field.validation_alias.choices)
+    return loc
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the settings from the environment (and ``overrides``, by field name).
+
+    Raises:
+        ConfigError: a value is missing or malformed; the message names the variable.
+    """
+    try:
+        return Settings(**overrides).check()  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"{_variable_name(field)}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once.
+
+    Raises:
+        ConfigError: see :func:`load_settings`.
+    """
+    return load_settings()

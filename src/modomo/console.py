@@ -1,0 +1,110 @@
+"""Rich rendering for the CLI: the live job progress bar, palettes and job summaries."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from modomo.db.models import Job, JobStatus
+from modomo.db.session import session_scope
+
+__all__ = ["follow_job", "palette_text", "job_table", "failures_table", "console"]
+
+console = Console(highlight=False)
+
+STATUS_STYLE = {
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "yellow",
+    JobStatus.RUNNING: "cyan",
+    JobStatus.PENDING: "dim",
+}
+
+
+def progress_bar() -> Progress:
+    """The bar used for ingest and for following a job."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+    )
+
+
+def follow_job(job_id: uuid.UUID, poll_s: float = 0.25) -> Job:
+    """Show a live progress bar fed from the job record until the job is final.
+
+    Returns:
+        The job row in its final state.
+    """
+    with progress_bar() as progress:
+        bar = progress.add_task("job", total=None, note="")
+        while True:
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+            assert job is not None, f"job {job_id} vanished"
+            note = f"[{STATUS_STYLE.get(job.status, '')}]{job.status}[/]"
+            if job.failed:
+                note += f"  [red]{job.failed} failed[/]"
+            progress.update(
+                bar,
+                total=job.total or None,
+                completed=job.processed + job.failed,
+                description=job.message or job.type,
+                note=note,
+            )
+            if job.status in JobStatus.FINAL:
+                return job
+            time.sleep(poll_s)
+
+
+def palette_text(colors: dict[str, Any] | None) -> Text:
+    """A palette as colour swatches with names and shares."""
+    text = Text()
+    if not colors:
+        return text
+    for color in colors.get("palette", []):
+        text.append("  ", style=f"on {color['hex']}")
+        text.append(f" {color['name']} {color['share'] * 100:.0f}%  ")
+    return text
+
+
+def job_table(jobs: list[dict[str, Any]]) -> Table:
+    """Jobs as a table (records from :func:`modomo.jobs.job_record`)."""
+    table = Table("id", "type", "status", "done", "failed", "total", "created", "message")
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            job["type"],
+            Text(job["status"], style=STATUS_STYLE.get(job["status"], "")),
+            str(job["processed"]),
+            str(job["failed"]),
+            str(job["total"]),
+            (job["created_at"] or "")[:19],
+            job["message"] or "",
+        )
+    return table
+
+
+def failures_table(failures: list[dict[str, Any]]) -> Table:
+    """Scene failures of a job, with their reasons."""
+    table = Table("input", "stage", "reason", title="failed scenes", title_justify="left")
+    for failure in failures:
+        table.add_row(failure["source_key"], failure["stage"], failure["error"])
+    return table

@@ -1,0 +1,179 @@
+"""SQLAlchemy 2 models: the same schema on SQLite and PostgreSQL (Alembic owns it).
+
+Tables:
+
+- ``jobs``: one row per job, with counters updated by atomic SQL increments.
+- ``scenes``: one row per distinct image (content sha256 unique).
+- ``job_scenes``: which scenes a job covers and each one's outcome in that job. It is the
+  job's ledger: counting an outcome flips a ``pending`` row, so a redelivered task never
+  counts a scene twice, and a retry or the stale-job reaper knows exactly what is unfinished.
+- ``scene_failures``: the dead-letter record, one row per (scene, job, stage) with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "Job",
+    "JobScene",
+    "JobStatus",
+    "ItemStatus",
+    "Scene",
+    "SceneFailure",
+    "SceneStatus",
+    "utcnow",
+]
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class JobStatus:
+    """Values of ``jobs.status``. A job in a final status never changes status again."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ACTIVE = (PENDING, RUNNING)
+    FINAL = (COMPLETED, FAILED, CANCELLED)
+
+
+class ItemStatus:
+    """Values of ``job_scenes.status``."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class SceneStatus:
+    """Values of ``scenes.status``: ``failed`` means the image itself is unusable."""
+
+    INGESTED = "ingested"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Modomo table."""
+
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class Job(Base):
+    """A unit of work a user asked for (``jobs``)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING, index=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    celery_task_ids: Mapped[list[Any]] = mapped_column(default=list)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Scene(Base):
+    """One distinct image and what the stages found in it (``scenes``)."""
+
+    __tablename__ = "scenes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    source: Mapped[str] = mapped_column(String(16))
+    source_key: Mapped[str] = mapped_column(String(2048), unique=True)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    image_key: Mapped[str | None] = mapped_column(String(512))
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    room_type: Mapped[str | None] = mapped_column(String(64), index=True)
+    style: Mapped[str | None] = mapped_column(String(64), index=True)
+    scene_type: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=SceneStatus.INGESTED, index=True)
+    colors: Mapped[dict[str, Any] | None] = mapped_column()
+    depth_key: Mapped[str | None] = mapped_column(String(512))
+    depth_model: Mapped[str | None] = mapped_column(String(128))
+    clip_embedding: Mapped[list[Any] | None] = mapped_column()
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class JobScene(Base):
+    """A scene's membership and outcome in one job (``job_scenes``)."""
+
+    __tablename__ = "job_scenes"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    scene_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("scenes.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (Index("ix_job_scenes_job_status", "job_id", "status"),)
+
+
+class SceneFailure(Base):
+    """Why a scene failed a stage of a job: the dead-letter record (``scene_failures``)."""
+
+    __tablename__ = "scene_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scene_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("scenes.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("scene_id", "job_id", "stage"),)

@@ -1,0 +1,190 @@
+"""The one progress reporter every task uses.
+
+A batch task records each scene's outcome here. The reporter buffers outcomes (and the
+scene-result writes that go with them) and writes them in one transaction together with the
+job's counters, at most once per ``progress_interval`` seconds per job in this process
+(default 0.5 s: at most 2 writes a second, whatever the batch size). The batch's last write is
+always made when the reporter closes. Each write also publishes Celery's ``PROGRESS`` state
+with the same numbers, so the job record and Celery's view never disagree.
+
+Results and counts land in the same transaction: a scene is counted exactly when its result is
+stored, and a worker that dies between writes loses only uncommitted work, which the
+redelivered task (``acks_late``) redoes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modomo.config import get_settings
+from modomo.db.models import Job, JobStatus
+from modomo.db.session import session_scope
+from modomo.jobs.accounting import JobCounts, apply_outcomes, record_failures
+
+__all__ = ["ProgressReporter", "SceneWrite"]
+
+log = logging.getLogger(__name__)
+
+SceneWrite = Callable[[Session], None]
+"""Writes one scene's results inside the reporter's transaction."""
+
+_throttle_lock = threading.Lock()
+_last_write: dict[uuid.UUID, float] = {}
+
+
+class _Task(Protocol):
+    request: Any
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class _Pending:
+    done: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    failures: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
+    writes: list[SceneWrite] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.done or self.failed or self.writes)
+
+
+class ProgressReporter:
+    """Counts one batch's scene outcomes into its job, throttled.
+
+    Use as a context manager; leaving it makes the final write.
+
+    Args:
+        job_id: the job the batch belongs to.
+        stage: the stage name recorded with failures (``colors``, ``detect``, …).
+        task: the bound Celery task, for ``update_state('PROGRESS')``; None outside Celery.
+        interval: minimum seconds between writes of this job from this process
+            (default: ``MODOMO_PROGRESS_INTERVAL``).
+        clock: monotonic clock in seconds (tests pass a fake one).
+
+    Attributes:
+        writes: how many transactions this reporter committed.
+        counts: the job's counters after the last write, or None before it.
+    """
+
+    def __init__(
+        self,
+        job_id: uuid.UUID | str,
+        stage: str,
+        *,
+        task: _Task | None = None,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = uuid.UUID(str(job_id))
+        self.stage = stage
+        self.task = task
+        self.interval = get_settings().progress_interval if interval is None else interval
+        self.clock = clock
+        self.writes = 0
+        self.counts: JobCounts | None = None
+        self._pending = _Pending()
+        self._status: str | None = None
+
+    # --- state of the job ---------------------------------------------------------------
+    def job_status(self) -> str | None:
+        """The job's status: read once, then as the last write left it (None: no such job)."""
+        if self._status is None:
+            with session_scope() as session:
+                self._status = session.scalar(select(Job.status).where(Job.id == self.job_id))
+        return self._status
+
+    @property
+    def active(self) -> bool:
+        """False once the job is cancelled, finished or gone: the batch should stop."""
+        return self.job_status() in JobStatus.ACTIVE
+
+    # --- outcomes -----------------------------------------------------------------------
+    def succeeded(self, scene_id: uuid.UUID | str, write: SceneWrite | None = None) -> None:
+        """Record that a scene passed the stage; ``write`` stores its results."""
+        self._pending.done.append(uuid.UUID(str(scene_id)))
+        if write is not None:
+            self._pending.writes.append(write)
+        self.flush()
+
+    def failed(
+        self, scene_id: uuid.UUID | str, error: str, write: SceneWrite | None = None
+    ) -> None:
+        """Record that a scene failed the stage with a user-facing ``error``."""
+        sid = uuid.UUID(str(scene_id))
+        self._pending.failed.append(sid)
+        self._pending.failures.append((sid, self.stage, error))
+        if write is not None:
+            self._pending.writes.append(write)
+        self.flush()
+
+    # --- writing ------------------------------------------------------------------------
+    def _due(self, now: float) -> bool:
+        with _throttle_lock:
+            last = _last_write.get(self.job_id)
+            if last is not None and now - last < self.interval:
+                return False
+            _last_write[self.job_id] = now
+            return True
+
+    def flush(self, force: bool = False) -> JobCounts | None:
+        """Write the buffered outcomes if the throttle allows (always with ``force``)."""
+        if not self._pending:
+            return self.counts
+        now = self.clock()
+        if not self._due(now):
+            if not force:
+                return self.counts
+            with _throttle_lock:
+                _last_write[self.job_id] = now
+        pending, self._pending = self._pending, _Pending()
+        with session_scope() as session:
+            for write in pending.writes:
+                write(session)
+            record_failures(session, self.job_id, pending.failures)
+            counts = apply_outcomes(
+                session, self.job_id, pending.done, pending.failed, stage=self.stage
+            )
+        self.writes += 1
+        self.counts = counts
+        self._status = counts.status if counts else None
+        self._publish(counts)
+        return counts
+
+    def _publish(self, counts: JobCounts | None) -> None:
+        task = self.task
+        if counts is None or task is None or not getattr(task.request, "id", None):
+            return
+        try:
+            task.update_state(
+                state="PROGRESS",
+                meta={
+                    "job_id": str(self.job_id),
+                    "current": counts.done,
+                    "total": counts.total,
+                    "progress": round(counts.progress, 2),
+                    "message": f"{self.stage}: {counts.done}/{counts.total} scenes",
+                },
+            )
+        except Exception:  # the result backend is advisory; the job record is the truth
+            log.warning("could not publish PROGRESS for job %s", self.job_id, exc_info=True)
+
+    def close(self) -> JobCounts | None:
+        """Make the final write of this batch (never skipped by the throttle)."""
+        return self.flush(force=True)
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

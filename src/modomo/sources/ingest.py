@@ -1,0 +1,183 @@
+"""Ingest: read or fetch each input, check it is an image, store it once, make scene rows.
+
+Each image is stored under its content sha256, and ``scenes.sha256`` is unique, so the same
+bytes twice (two paths, or a URL and a file) make one scene. Inputs are read in a small thread
+pool (downloads overlap); database writes stay in the calling thread.
+
+An input that cannot be read, fetched or identified as an image still gets a scene row (status
+``failed``) so that its failure, with the reason, is part of the job record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from modomo.artifacts import artifact_store
+from modomo.config import Settings, get_settings
+from modomo.db.models import Scene, SceneStatus, utcnow
+from modomo.db.session import session_scope
+from modomo.images import ImageError, fetch_image, image_key, probe_image
+from modomo.images.loading import ImageInfo
+from modomo.jobs.accounting import add_scenes, apply_outcomes, record_failures
+from modomo.sources.inputs import Input
+
+__all__ = ["IngestReport", "ingest"]
+
+STAGE = "ingest"
+READ_THREADS = 8
+
+
+@dataclass
+class IngestReport:
+    """What ingest did with a job's inputs.
+
+    Attributes:
+        scene_ids: usable scenes, in input order, each once.
+        failed: ``(input, reason)`` for inputs that could not be used.
+        duplicates: inputs whose bytes were already a scene (in this job or before).
+    """
+
+    scene_ids: list[uuid.UUID] = field(default_factory=list)
+    failed: list[tuple[Input, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class _Read:
+    input: Input
+    data: bytes | None = None
+    info: ImageInfo | None = None
+    error: str | None = None
+
+
+def _read(item: Input, settings: Settings, client: httpx.Client) -> _Read:
+    try:
+        if item.source == "url":
+            data = fetch_image(
+                item.location,
+                allow_private=settings.allow_private_urls,
+                max_bytes=settings.max_download_bytes,
+                timeout_s=settings.fetch_timeout,
+                user_agent=settings.user_agent,
+                client=client,
+            ).data
+        else:
+            data = Path(item.location).read_bytes()
+        return _Read(item, data, probe_image(data, max_pixels=settings.max_image_pixels))
+    except ImageError as exc:
+        return _Read(item, error=str(exc))
+    except OSError as exc:
+        return _Read(item, error=f"cannot read {item.location}: {exc.strerror or exc}")
+
+
+def _scene_for_image(session: Session, read: _Read, sha256: str, key: str) -> tuple[uuid.UUID, bool]:
+    """Find or create the scene of an image; returns (id, already existed)."""
+    assert read.info is not None
+    existing = session.scalar(select(Scene).where(Scene.sha256 == sha256))
+    if existing is not None:
+        return existing.id, True
+    scene = session.scalar(select(Scene).where(Scene.source_key == read.input.source_key))
+    if scene is None:
+        scene = Scene(source=read.input.source, source_key=read.input.source_key)
+        session.add(scene)
+    # New scene, or the file at this key changed (or failed before): its old results go.
+    scene.image_url = read.input.location if read.input.source == "url" else None
+    scene.image_key, scene.sha256 = key, sha256
+    scene.width, scene.height = read.info.width, read.info.height
+    scene.status, scene.colors = SceneStatus.INGESTED, None
+    scene.meta = {"format": read.info.format, "bytes": len(read.data or b"")}
+    scene.updated_at = utcnow()
+    session.flush()
+    return scene.id, False
+
+
+def _scene_for_failure(session: Session, item: Input) -> uuid.UUID:
+    """The scene that records a failed input: its existing row, or a new ``failed`` one."""
+    scene = session.scalar(select(Scene).where(Scene.source_key == item.source_key))
+    if scene is None:
+        scene = Scene(
+            source=item.source,
+            source_key=item.source_key,
+            image_url=item.location if item.source == "url" else None,
+            status=SceneStatus.FAILED,
+        )
+        session.add(scene)
+        session.flush()
+    return scene.id
+
+
+def _reads(inputs: Sequence[Input], settings: Settings) -> Iterator[_Read]:
+    with (
+        httpx.Client(http2=False, follow_redirects=False) as client,
+        ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="ingest") as pool,
+    ):
+        yield from pool.map(lambda item: _read(item, settings, client), inputs)
+
+
+def ingest(
+    job_id: uuid.UUID,
+    inputs: Sequence[Input],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Store every input once, create its scene, and put all of them in the job.
+
+    Failed inputs are counted as the job's failures at once, with their reasons in
+    ``scene_failures`` (stage ``ingest``); usable scenes are added to the job as pending, to be
+    sent to a stage with :func:`modomo.jobs.dispatch_batches`. The job's total is final when
+    this returns.
+
+    Args:
+        job_id: a pending job.
+        inputs: what to ingest, from :func:`modomo.sources.expand_sources`.
+        on_progress: called with (inputs done, inputs total) after each input.
+    """
+    settings = get_settings()
+    store = artifact_store()
+    report = IngestReport()
+    seen: set[uuid.UUID] = set()
+    failures: list[tuple[uuid.UUID, str, str]] = []
+    for count, read in enumerate(_reads(inputs, settings), start=1):
+        if read.error is None and read.data is not None and read.info is not None:
+            sha256 = hashlib.sha256(read.data).hexdigest()
+            key = image_key(sha256, read.info.format)
+            if not store.exists(key):
+                store.put_bytes(key, read.data)
+            try:
+                with session_scope() as session:
+                    scene_id, existed = _scene_for_image(session, read, sha256, key)
+            except IntegrityError:  # another ingest stored the same bytes a moment ago
+                with session_scope() as session:
+                    scene_id = session.scalar(select(Scene.id).where(Scene.sha256 == sha256))
+                existed = True
+            if scene_id in seen or existed:
+                report.duplicates += 1
+            if scene_id not in seen:
+                seen.add(scene_id)
+                report.scene_ids.append(scene_id)
+        else:
+            reason = read.error or "unknown error"
+            with session_scope() as session:
+                scene_id = _scene_for_failure(session, read.input)
+            if scene_id not in seen:
+                seen.add(scene_id)
+                report.failed.append((read.input, reason))
+                failures.append((scene_id, STAGE, reason))
+        if on_progress is not None:
+            on_progress(count, len(inputs))
+    failed_ids = [f[0] for f in failures]
+    with session_scope() as session:
+        add_scenes(session, job_id, [*report.scene_ids, *failed_ids])
+        record_failures(session, job_id, failures)
+        if failed_ids:
+            apply_outcomes(session, job_id, failed=failed_ids, stage=STAGE)
+    return report

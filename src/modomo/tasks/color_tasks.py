@@ -1,0 +1,177 @@
+"""Colour tasks (queue ``color_processing``): scene palettes.
+
+Thin: read the scene, decode its image, call :func:`modomo.analysis.colors.extract_palette`,
+store the palette on ``scenes.colors`` and count the outcome through the progress reporter.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from modomo.analysis.colors import extract_palette
+from modomo.artifacts import artifact_store
+from modomo.celery_app import app
+from modomo.config import get_settings
+from modomo.db.models import Scene, SceneStatus, utcnow
+from modomo.db.session import session_scope
+from modomo.images import ImageError, load_image
+from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
+from modomo.tasks.base import BatchTask
+
+__all__ = ["process_colors_batch", "process_scene_colors", "run_color_processing_job"]
+
+log = logging.getLogger(__name__)
+
+STAGE = "colors"
+# Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
+RETRY = {"autoretry_for": (DBAPIError,), "retry_backoff": 2, "retry_backoff_max": 60,
+         "max_retries": 8}
+
+
+def scene_palette(image_key: str) -> dict[str, Any]:
+    """Decode a stored image and return its palette as JSON (``Palette.to_dict``).
+
+    Raises:
+        ImageError: the image is not usable (corrupt, truncated, too large …).
+        FileNotFoundError: the image is missing from the artifact store.
+    """
+    settings = get_settings()
+    image = load_image(artifact_store().get_bytes(image_key), max_pixels=settings.max_image_pixels)
+    palette = extract_palette(image.rgb, image.alpha, k=settings.palette_size)
+    return palette.to_dict()
+
+
+def _store_colors(scene_id: uuid.UUID, colors: dict[str, Any]) -> Any:
+    def write(session: Session) -> None:
+        session.execute(
+            update(Scene).where(Scene.id == scene_id).values(colors=colors, updated_at=utcnow())
+        )
+
+    return write
+
+
+def _mark_unusable(scene_id: uuid.UUID) -> Any:
+    def write(session: Session) -> None:
+        session.execute(
+            update(Scene)
+            .where(Scene.id == scene_id)
+            .values(status=SceneStatus.FAILED, updated_at=utcnow())
+        )
+
+    return write
+
+
+class ColorBatchTask(BatchTask):
+    stage = STAGE
+
+
+@app.task(bind=True, base=ColorBatchTask, **RETRY)
+def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[str, Any]:
+    """Compute and store the palettes of a batch of a job's scenes.
+
+    Args:
+        job_id: the job (uuid string).
+        scene_ids: the batch's scene ids (uuid strings).
+
+    Returns:
+        ``{"done": n, "failed": m, "skipped": s, "writes": w}`` for this batch (``writes``:
+        the progress reporter's database transactions).
+    """
+    ids = [uuid.UUID(s) for s in scene_ids]
+    done = failed = 0
+    with ProgressReporter(job_id, STAGE, task=self) as reporter:
+        if not reporter.active:
+            return {"done": 0, "failed": 0, "skipped": len(ids), "writes": 0}
+        with session_scope() as session:
+            rows = session.execute(select(Scene.id, Scene.image_key).where(Scene.id.in_(ids)))
+            keys = {row.id: row.image_key for row in rows}
+        for position, scene_id in enumerate(ids):
+            if not reporter.active:
+                break
+            key = keys.get(scene_id)
+            try:
+                if key is None:
+                    raise LookupError(f"scene {scene_id} has no stored image")
+                reporter.succeeded(scene_id, _store_colors(scene_id, scene_palette(key)))
+                done += 1
+            except SoftTimeLimitExceeded:
+                reporter.failed(scene_id, "soft time limit exceeded while computing the palette")
+                failed += 1
+                rest = scene_ids[position + 1 :]
+                if rest:  # the rest of the batch goes on in a new task, not lost
+                    self.apply_async(args=(job_id, rest))
+                break
+            except ImageError as exc:
+                reporter.failed(scene_id, str(exc), _mark_unusable(scene_id))
+                failed += 1
+            except (LookupError, FileNotFoundError) as exc:
+                reporter.failed(scene_id, f"missing input: {exc}")
+                failed += 1
+            except DBAPIError:
+                raise
+            except Exception as exc:  # one bad scene must not take the batch or worker down
+                log.exception("colours failed for scene %s", scene_id)
+                reporter.failed(scene_id, f"{type(exc).__name__}: {exc}")
+                failed += 1
+    return {"done": done, "failed": failed, "skipped": len(ids) - done - failed,
+            "writes": reporter.writes}
+
+
+@app.task(bind=True, **RETRY)
+def run_color_processing_job(self: Task, job_id: str, limit: int | None = None) -> dict[str, Any]:
+    """Fan a colours job out over the scenes that have no palette yet.
+
+    Args:
+        job_id: a pending job created by the caller.
+        limit: at most this many scenes (oldest first); None for all.
+
+    Returns:
+        ``{"scenes": n, "batches": b}``.
+    """
+    with session_scope() as session:
+        query = (
+            select(Scene.id)
+            .where(Scene.colors.is_(None), Scene.status != SceneStatus.FAILED,
+                   Scene.image_key.is_not(None))
+            .order_by(Scene.created_at)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        scene_ids = list(session.scalars(query))
+    task_ids = dispatch_batches(job_id, process_colors_batch, scene_ids,
+                                get_settings().batch_size)
+    if not scene_ids:
+        finish_if_done(job_id)
+    return {"scenes": len(scene_ids), "batches": len(task_ids)}
+
+
+@app.task(bind=True, **RETRY)
+def process_scene_colors(self: Task, scene_id: str) -> dict[str, Any]:
+    """Compute and store one scene's palette, outside any job; returns the palette JSON.
+
+    Raises:
+        ImageError: the scene's image is unusable (the scene is marked failed).
+        LookupError: no such scene, or it has no stored image.
+    """
+    sid = uuid.UUID(scene_id)
+    with session_scope() as session:
+        key = session.scalar(select(Scene.image_key).where(Scene.id == sid))
+    if key is None:
+        raise LookupError(f"scene {scene_id} has no stored image")
+    try:
+        colors = scene_palette(key)
+    except ImageError:
+        with session_scope() as session:
+            _mark_unusable(sid)(session)
+        raise
+    with session_scope() as session:
+        _store_colors(sid, colors)(session)
+    return colors

@@ -1,0 +1,113 @@
+"""Shared test helpers: images made in the test, and real Celery worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def encode(array: np.ndarray, fmt: str = "PNG", **save: object) -> bytes:
+    """Encode an (H, W, 3|4) uint8 array (or (H, W) gray) with Pillow."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def noise_image(seed: int | str, size_hw: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """A unique (H, W, 3) uint8 RGB image of coloured blocks, determined by ``seed``."""
+    if isinstance(seed, str):
+        seed = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(size_hw[0] // 8 + 1, size_hw[1] // 8 + 1, 3), dtype=np.uint8)
+    image = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+    return np.ascontiguousarray(image[: size_hw[0], : size_hw[1]])
+
+
+def write_unique_images(folder: Path, count: int, tag: str | None = None) -> list[Path]:
+    """Write ``count`` distinct PNG/JPEG images into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = tag or uuid.uuid4().hex
+    paths = []
+    for index in range(count):
+        fmt, suffix = ("JPEG", ".jpg") if index % 2 else ("PNG", ".png")
+        path = folder / f"{tag}-{index:04d}{suffix}"
+        path.write_bytes(encode(noise_image(f"{tag}-{index}"), fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+        paths.append(path)
+    return paths
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker subprocess: this session's settings plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def celery_worker(
+    queues: str = "celery,color_processing,classification,maintenance,ai_processing,detection",
+    concurrency: int = 1,
+    pool: str = "prefork",
+    log_path: Path | None = None,
+    **env: str,
+) -> Iterator[str]:
+    """Run a real ``celery worker`` subprocess until the block ends; yields its hostname.
+
+    Waits until the worker answers a broadcast ping; stops it with SIGTERM (SIGKILL after 20 s).
+    """
+    from modomo.celery_app import app
+
+    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "modomo.celery_app", "worker",
+         "-Q", queues, "-c", str(concurrency), "--pool", pool, "-n", hostname,
+         "--without-mingle", "--without-gossip", "-l", "INFO"],
+        cwd=REPO, env=worker_env(**env), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[hostname], timeout=0.5):
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {hostname} did not answer a ping in 60 s")
+        yield hostname
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_for_job(job_id: uuid.UUID | str, timeout_s: float = 120) -> dict:
+    """Poll the job record until it is final; returns ``describe_job``'s view."""
+    from modomo.db.models import JobStatus
+    from modomo.jobs import describe_job
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = describe_job(job_id)
+        if job["status"] in JobStatus.FINAL:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s: {job}")
+        time.sleep(0.1)
