@@ -14,6 +14,7 @@ what is wrong.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -222,11 +223,14 @@ class Settings(BaseSettings):
 
 
 def _variable_name(loc: str) -> str:
-    # Errors are located by the alias that supplied the value (the variable's own name),
-    # except for cross-field and default errors, which carry the field name.
-    field = Settings.model_fields.get(loc)
-    if field is not None and isinstance(field.validation_alias, AliasChoices):
-        return " / ".join(str(choice) for choice in field.validation_alias.choices)
+    """The environment variable behind an error location (a field or one of its aliases)."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if loc == name or loc in choices:
+            # Errors carry the first alias; name the variable that was actually set.
+            present = [choice for choice in choices if choice in os.environ]
+            return present[0] if present else (choices[0] if choices else loc)
     return loc
 
 

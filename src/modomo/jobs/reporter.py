@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from modomo.config import get_settings
-from modomo.db.models import Job, JobStatus
+from modomo.db.models import Job, JobStatus, Scene, utcnow
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import JobCounts, apply_outcomes, record_failures
 
@@ -54,9 +54,28 @@ class _Pending:
     failed: list[uuid.UUID] = field(default_factory=list)
     failures: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
     writes: list[SceneWrite] = field(default_factory=list)
+    # scene column updates, grouped by the columns they set, for one executemany per group
+    scene_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.done or self.failed or self.writes)
+        return bool(self.done or self.failed or self.writes or self.scene_values)
+
+    def add_values(self, scene_id: uuid.UUID, values: dict[str, Any]) -> None:
+        self.scene_values.setdefault(tuple(sorted(values)), []).append(
+            {"_scene_id": scene_id, **values}
+        )
+
+    def write(self, session: Session) -> None:
+        now = utcnow()
+        for columns, rows in self.scene_values.items():
+            statement = (
+                update(Scene.__table__)
+                .where(Scene.__table__.c.id == bindparam("_scene_id"))
+                .values({**{c: bindparam(c) for c in columns}, "updated_at": now})
+            )
+            session.connection().execute(statement, rows)
+        for write in self.writes:
+            write(session)
 
 
 class ProgressReporter:
@@ -110,22 +129,48 @@ class ProgressReporter:
         return self.job_status() in JobStatus.ACTIVE
 
     # --- outcomes -----------------------------------------------------------------------
-    def succeeded(self, scene_id: uuid.UUID | str, write: SceneWrite | None = None) -> None:
-        """Record that a scene passed the stage; ``write`` stores its results."""
-        self._pending.done.append(uuid.UUID(str(scene_id)))
+    def _results(
+        self, scene_id: uuid.UUID, values: dict[str, Any] | None, write: SceneWrite | None
+    ) -> None:
+        if values:
+            self._pending.add_values(scene_id, values)
         if write is not None:
             self._pending.writes.append(write)
+
+    def succeeded(
+        self,
+        scene_id: uuid.UUID | str,
+        values: dict[str, Any] | None = None,
+        write: SceneWrite | None = None,
+    ) -> None:
+        """Record that a scene passed the stage, with its results.
+
+        Args:
+            scene_id: the scene.
+            values: ``scenes`` columns to set (e.g. ``{"colors": {...}}``); batched into one
+                executemany per write.
+            write: any other result write, run inside the same transaction.
+        """
+        sid = uuid.UUID(str(scene_id))
+        self._pending.done.append(sid)
+        self._results(sid, values, write)
         self.flush()
 
     def failed(
-        self, scene_id: uuid.UUID | str, error: str, write: SceneWrite | None = None
+        self,
+        scene_id: uuid.UUID | str,
+        error: str,
+        values: dict[str, Any] | None = None,
+        write: SceneWrite | None = None,
     ) -> None:
-        """Record that a scene failed the stage with a user-facing ``error``."""
+        """Record that a scene failed the stage with a user-facing ``error``.
+
+        ``values`` and ``write`` are as for :meth:`succeeded` (e.g. marking the scene unusable).
+        """
         sid = uuid.UUID(str(scene_id))
         self._pending.failed.append(sid)
         self._pending.failures.append((sid, self.stage, error))
-        if write is not None:
-            self._pending.writes.append(write)
+        self._results(sid, values, write)
         self.flush()
 
     # --- writing ------------------------------------------------------------------------
@@ -149,8 +194,7 @@ class ProgressReporter:
                 _last_write[self.job_id] = now
         pending, self._pending = self._pending, _Pending()
         with session_scope() as session:
-            for write in pending.writes:
-                write(session)
+            pending.write(session)
             record_failures(session, self.job_id, pending.failures)
             counts = apply_outcomes(
                 session, self.job_id, pending.done, pending.failed, stage=self.stage

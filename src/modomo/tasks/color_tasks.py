@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import closing
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from modomo.analysis.colors import extract_palette
 from modomo.artifacts import artifact_store
@@ -22,7 +22,8 @@ from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
-from modomo.images import ImageError, load_image
+from modomo.batching import prefetch
+from modomo.images import ImageError, LoadedImage, load_image
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
 from modomo.tasks.base import BatchTask
 
@@ -36,37 +37,30 @@ RETRY = {"autoretry_for": (DBAPIError,), "retry_backoff": 2, "retry_backoff_max"
          "max_retries": 8}
 
 
-def scene_palette(image_key: str) -> dict[str, Any]:
-    """Decode a stored image and return its palette as JSON (``Palette.to_dict``).
+def load_scene_image(image_key: str) -> LoadedImage:
+    """Read a stored image and decode it (RGB plus the alpha mask of transparent images).
 
     Raises:
         ImageError: the image is not usable (corrupt, truncated, too large …).
         FileNotFoundError: the image is missing from the artifact store.
     """
-    settings = get_settings()
-    image = load_image(artifact_store().get_bytes(image_key), max_pixels=settings.max_image_pixels)
-    palette = extract_palette(image.rgb, image.alpha, k=settings.palette_size)
+    data = artifact_store().get_bytes(image_key)
+    return load_image(data, max_pixels=get_settings().max_image_pixels)
+
+
+def palette_json(image: LoadedImage) -> dict[str, Any]:
+    """The palette of a decoded image, as stored in ``scenes.colors``."""
+    palette = extract_palette(image.rgb, image.alpha, k=get_settings().palette_size)
     return palette.to_dict()
 
 
-def _store_colors(scene_id: uuid.UUID, colors: dict[str, Any]) -> Any:
-    def write(session: Session) -> None:
-        session.execute(
-            update(Scene).where(Scene.id == scene_id).values(colors=colors, updated_at=utcnow())
-        )
-
-    return write
+def scene_palette(image_key: str) -> dict[str, Any]:
+    """Decode a stored image and return its palette JSON (see :func:`load_scene_image`)."""
+    return palette_json(load_scene_image(image_key))
 
 
-def _mark_unusable(scene_id: uuid.UUID) -> Any:
-    def write(session: Session) -> None:
-        session.execute(
-            update(Scene)
-            .where(Scene.id == scene_id)
-            .values(status=SceneStatus.FAILED, updated_at=utcnow())
-        )
-
-    return write
+UNUSABLE = {"status": SceneStatus.FAILED}
+"""Scene values for an image that cannot be decoded."""
 
 
 class ColorBatchTask(BatchTask):
@@ -93,34 +87,38 @@ def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[
         with session_scope() as session:
             rows = session.execute(select(Scene.id, Scene.image_key).where(Scene.id.in_(ids)))
             keys = {row.id: row.image_key for row in rows}
-        for position, scene_id in enumerate(ids):
-            if not reporter.active:
-                break
-            key = keys.get(scene_id)
-            try:
-                if key is None:
-                    raise LookupError(f"scene {scene_id} has no stored image")
-                reporter.succeeded(scene_id, _store_colors(scene_id, scene_palette(key)))
-                done += 1
-            except SoftTimeLimitExceeded:
-                reporter.failed(scene_id, "soft time limit exceeded while computing the palette")
-                failed += 1
-                rest = scene_ids[position + 1 :]
-                if rest:  # the rest of the batch goes on in a new task, not lost
-                    self.apply_async(args=(job_id, rest))
-                break
-            except ImageError as exc:
-                reporter.failed(scene_id, str(exc), _mark_unusable(scene_id))
-                failed += 1
-            except (LookupError, FileNotFoundError) as exc:
-                reporter.failed(scene_id, f"missing input: {exc}")
-                failed += 1
-            except DBAPIError:
-                raise
-            except Exception as exc:  # one bad scene must not take the batch or worker down
-                log.exception("colours failed for scene %s", scene_id)
-                reporter.failed(scene_id, f"{type(exc).__name__}: {exc}")
-                failed += 1
+        def load(sid: uuid.UUID) -> LoadedImage | None:
+            return load_scene_image(keys[sid]) if keys.get(sid) else None
+
+        with closing(prefetch(ids, load)) as loads:
+            for position, (scene_id, loaded) in enumerate(loads):
+                if not reporter.active:
+                    break
+                try:
+                    image = loaded.result()
+                    if image is None:
+                        raise LookupError(f"scene {scene_id} has no stored image")
+                    reporter.succeeded(scene_id, {"colors": palette_json(image)})
+                    done += 1
+                except SoftTimeLimitExceeded:
+                    reporter.failed(scene_id, "soft time limit exceeded while computing the palette")
+                    failed += 1
+                    rest = scene_ids[position + 1 :]
+                    if rest:  # the rest of the batch goes on in a new task, not lost
+                        self.apply_async(args=(job_id, rest))
+                    break
+                except ImageError as exc:
+                    reporter.failed(scene_id, str(exc), UNUSABLE)
+                    failed += 1
+                except (LookupError, FileNotFoundError) as exc:
+                    reporter.failed(scene_id, f"missing input: {exc}")
+                    failed += 1
+                except DBAPIError:
+                    raise
+                except Exception as exc:  # one bad scene must not take the batch or worker down
+                    log.exception("colours failed for scene %s", scene_id)
+                    reporter.failed(scene_id, f"{type(exc).__name__}: {exc}")
+                    failed += 1
     return {"done": done, "failed": failed, "skipped": len(ids) - done - failed,
             "writes": reporter.writes}
 
@@ -169,9 +167,14 @@ def process_scene_colors(self: Task, scene_id: str) -> dict[str, Any]:
     try:
         colors = scene_palette(key)
     except ImageError:
-        with session_scope() as session:
-            _mark_unusable(sid)(session)
+        _set_scene(sid, UNUSABLE)
         raise
-    with session_scope() as session:
-        _store_colors(sid, colors)(session)
+    _set_scene(sid, {"colors": colors})
     return colors
+
+
+def _set_scene(scene_id: uuid.UUID, values: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Scene).where(Scene.id == scene_id).values(**values, updated_at=utcnow())
+        )

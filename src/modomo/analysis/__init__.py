@@ -1,0 +1,1 @@
+"""Image analysis for Modomo: pure functions that measure photographs (no I/O, no workers)."""
