@@ -216,8 +216,10 @@ class Palette:
 
     Attributes:
         colors: palette colours sorted by share, descending; at most ``k`` of them.
-        brightness: mean L* of the selected pixels divided by 100, in 0-1.
-        temperature: ``"warm"``, ``"cool"`` or ``"neutral"``.
+        brightness: mean L* of the selected pixels divided by 100, in 0-1 (computed per
+            histogram bin at the L* of the bin's mean colour; within ~0.005 of the per-pixel
+            mean).
+        temperature: ``"warm"``, ``"cool"`` or ``"neutral"`` (see :func:`_temperature`).
         pixel_count: number of pixels the palette was computed over.
     """
 
@@ -269,6 +271,8 @@ class Palette:
         Raises:
             ValueError: missing keys, an empty palette, an unknown temperature or method.
         """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"palette dict must be a mapping, got {type(d).__name__}")
         method = d.get("method", METHOD)
         if method != METHOD:
             raise ValueError(f"unsupported palette method {method!r}; expected {METHOD!r}")
@@ -531,10 +535,13 @@ def _finalise_clusters(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign bins, drop empty clusters and merge near-identical ones until stable.
 
+    Each round assigns every bin to its nearest centre and replaces the centres by the
+    weighted means of their bins (one Lloyd step), so ``totals`` are exactly the pixel counts
+    of the bins each returned centre summarises.
+
     Returns:
-        ``(centres, totals)``: (K, 3) weighted CIELAB means and (K,) pixel counts, K >= 1,
-        where every bin belongs to its nearest centre and no two centres are closer than
-        ``MERGE_DELTA_E``.
+        ``(centres, totals)``: (K, 3) weighted CIELAB means and (K,) pixel counts, K >= 1, no
+        two centres closer than ``MERGE_DELTA_E``.
     """
     xw = np.column_stack([w, x * w[:, None]])
     while True:
@@ -624,7 +631,7 @@ def name_color(rgb: Sequence[float] | np.ndarray) -> str:
 
 
 def extract_palette(
-    image: np.ndarray, mask: np.ndarray | None = None, k: int = 5, seed: int = 0
+    image: np.ndarray, mask: np.ndarray | None = None, k: int | np.integer = 5, seed: int = 0
 ) -> Palette:
     """Extract the dominant colours of an image (see the module docstring for the method).
 

@@ -49,7 +49,13 @@ def load_scene_image(image_key: str) -> LoadedImage:
 
 
 def palette_json(image: LoadedImage) -> dict[str, Any]:
-    """The palette of a decoded image, as stored in ``scenes.colors``."""
+    """The palette of a decoded image, as stored in ``scenes.colors``.
+
+    Raises:
+        ImageError: every pixel is transparent, so there is nothing to analyse.
+    """
+    if image.alpha is not None and not image.alpha.any():
+        raise ImageError("fully transparent image: no visible pixels to analyse")
     palette = extract_palette(image.rgb, image.alpha, k=get_settings().palette_size)
     return palette.to_dict()
 
