@@ -44,8 +44,10 @@ def sample_photos() -> list[np.ndarray]:
     import skimage.data
     import sklearn.datasets
 
-    folders = [Path(skimage.data.__file__).parent,
-               Path(sklearn.datasets.__file__).parent / "images"]
+    folders = [
+        Path(skimage.data.__file__).parent,
+        Path(sklearn.datasets.__file__).parent / "images",
+    ]
     photos = []
     for folder in folders:
         for path in sorted(folder.iterdir()):
@@ -101,8 +103,12 @@ def wait_until_final(job_id: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="scenes per task (default: MODOMO_BATCH_SIZE, 16)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="scenes per task (default: MODOMO_BATCH_SIZE, 16)",
+    )
     args = parser.parse_args()
 
     database = f"modomo_bench_{secrets.token_hex(4)}"
@@ -110,17 +116,17 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{database}"')
     redis.Redis.from_url(REDIS_URL).flushdb()
     work = Path(tempfile.mkdtemp(prefix="modomo-bench-"))
-    os.environ.update({
-        "MODOMO_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
-        "REDIS_URL": REDIS_URL,
-        "MODOMO_DATA_DIR": str(work / "data"),
-    })
+    os.environ.update(
+        {
+            "MODOMO_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
+            "REDIS_URL": REDIS_URL,
+            "MODOMO_DATA_DIR": str(work / "data"),
+        }
+    )
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL"):
         os.environ.pop(name, None)
     worker = None
     try:
-        from celery.result import AsyncResult
-
         from modomo.celery_app import app
         from modomo.config import get_settings
         from modomo.db.migrate import upgrade
@@ -146,15 +152,34 @@ def main() -> None:
         from modomo.db.session import session_scope
 
         with session_scope() as session:
-            keys = list(session.scalars(
-                select(Scene.image_key).where(Scene.id.in_(report.scene_ids))))
+            keys = list(
+                session.scalars(select(Scene.image_key).where(Scene.id.in_(report.scene_ids)))
+            )
 
         hostname = f"bench-{secrets.token_hex(3)}@localhost"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "modomo.celery_app", "worker", "-Q",
-             "color_processing", "-c", "1", "--pool", "prefork", "-n", hostname,
-             "--without-mingle", "--without-gossip", "-l", os.environ.get("BENCH_LOGLEVEL", "WARNING")],
-            cwd=REPO, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "modomo.celery_app",
+                "worker",
+                "-Q",
+                "color_processing",
+                "-c",
+                "1",
+                "--pool",
+                "prefork",
+                "-n",
+                hostname,
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+            ],
+            cwd=REPO,
+            env=os.environ.copy(),
         )
         while not app.control.ping(destination=[hostname], timeout=0.5):
             if worker.poll() is not None:
@@ -188,7 +213,7 @@ def main() -> None:
         wait_until_final(job_id)
         queued_s = time.perf_counter() - start
         job = describe_job(job_id)
-        writes = sum(AsyncResult(t).get(timeout=30)["writes"] for t in task_ids)
+        writes = sum(app.AsyncResult(t).get(timeout=30)["writes"] for t in task_ids)
         get_engine().dispose()
     finally:
         if worker is not None:
@@ -199,20 +224,32 @@ def main() -> None:
         redis.Redis.from_url(REDIS_URL).flushdb()
 
     ratio = queued_s / direct_s
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print(f"images: {args.images} distinct JPEGs from the scikit-image/scikit-learn sample photos")
-    print(f"job: {job['status']}, {job['processed']} processed, {job['failed']} failed, "
-          f"{len(task_ids)} batches of {batch_size}")
-    print(f"direct loop (decode + palette):       {direct_s:7.2f} s  "
-          f"{args.images / direct_s:7.1f} images/s")
-    print(f"direct loop, prefetching like worker: {prefetch_s:7.2f} s  "
-          f"{args.images / prefetch_s:7.1f} images/s")
-    print(f"queued (Redis + PostgreSQL + worker): {queued_s:7.2f} s  "
-          f"{args.images / queued_s:7.1f} images/s")
+    print(
+        f"job: {job['status']}, {job['processed']} processed, {job['failed']} failed, "
+        f"{len(task_ids)} batches of {batch_size}"
+    )
+    print(
+        f"direct loop (decode + palette):       {direct_s:7.2f} s  "
+        f"{args.images / direct_s:7.1f} images/s"
+    )
+    print(
+        f"direct loop, prefetching like worker: {prefetch_s:7.2f} s  "
+        f"{args.images / prefetch_s:7.1f} images/s"
+    )
+    print(
+        f"queued (Redis + PostgreSQL + worker): {queued_s:7.2f} s  "
+        f"{args.images / queued_s:7.1f} images/s"
+    )
     print(f"job-record writes: {writes} in {queued_s:.2f} s = {writes / queued_s:.1f} writes/s")
     print(f"queue cost alone (queued / prefetching loop): {queued_s / prefetch_s:.3f}")
-    print(f"ratio queued/direct: {ratio:.3f} (target <= 1.15) -> "
-          f"{'met' if ratio <= 1.15 else 'NOT met'}")
+    print(
+        f"ratio queued/direct: {ratio:.3f} (target <= 1.15) -> "
+        f"{'met' if ratio <= 1.15 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def pytest_configure(config: pytest.Config) -> None:
     database = _create_pg_database()
     if database:
         _state["pg_database"] = database
-        os.environ["MODOMO_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        os.environ["MODOMO_DATABASE_URL"] = (
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        )
     else:
         missing.append("postgres")
     _state["missing"] = missing

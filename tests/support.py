@@ -32,7 +32,9 @@ def noise_image(seed: int | str, size_hw: tuple[int, int] = (48, 64)) -> np.ndar
     if isinstance(seed, str):
         seed = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(size_hw[0] // 8 + 1, size_hw[1] // 8 + 1, 3), dtype=np.uint8)
+    blocks = rng.integers(
+        0, 256, size=(size_hw[0] // 8 + 1, size_hw[1] // 8 + 1, 3), dtype=np.uint8
+    )
     image = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
     return np.ascontiguousarray(image[: size_hw[0], : size_hw[1]])
 
@@ -45,7 +47,9 @@ def write_unique_images(folder: Path, count: int, tag: str | None = None) -> lis
     for index in range(count):
         fmt, suffix = ("JPEG", ".jpg") if index % 2 else ("PNG", ".png")
         path = folder / f"{tag}-{index:04d}{suffix}"
-        path.write_bytes(encode(noise_image(f"{tag}-{index}"), fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+        path.write_bytes(
+            encode(noise_image(f"{tag}-{index}"), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        )
         paths.append(path)
     return paths
 
@@ -75,10 +79,30 @@ def celery_worker(
     hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "modomo.celery_app", "worker",
-         "-Q", queues, "-c", str(concurrency), "--pool", pool, "-n", hostname,
-         "--without-mingle", "--without-gossip", "-l", "INFO"],
-        cwd=REPO, env=worker_env(**env), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "modomo.celery_app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "--pool",
+            pool,
+            "-n",
+            hostname,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        cwd=REPO,
+        env=worker_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

@@ -59,7 +59,7 @@ def test_sent_tasks_land_in_their_queue_in_redis(monkeypatch: pytest.MonkeyPatch
     client = redis.Redis.from_url(url)
     client.flushdb()
     monkeypatch.setenv("REDIS_URL", url)
-    sender = make_celery(load_settings())
+    sender = make_celery(load_settings(), set_as_current=False)
     try:
         for task, queue in EXPECTED_QUEUE.items():
             before = client.llen(queue)
@@ -75,9 +75,25 @@ def test_original_celery_command_starts_a_worker() -> None:
     """`celery -A celery_app worker` from the repository root, as the original scraper ran it."""
     hostname = f"shim-{uuid.uuid4().hex[:8]}@localhost"
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--loglevel=info",
-         "-n", hostname, "-c", "1", "--without-mingle", "--without-gossip"],
-        cwd=REPO, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--loglevel=info",
+            "-n",
+            hostname,
+            "-c",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=REPO,
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60

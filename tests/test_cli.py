@@ -13,15 +13,31 @@ from tests.support import REPO, write_unique_images
 
 
 def modomo(*args: str, data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(data_dir), "MODOMO_DATA_DIR": str(data_dir),
-           "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "modomo.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(data_dir),
+        "MODOMO_DATA_DIR": str(data_dir),
+        "COLUMNS": "200",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "modomo.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def demo_sources() -> list[str]:
-    done = subprocess.run([sys.executable, "scripts/demo_sources.py"], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "scripts/demo_sources.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.split()
 
 
@@ -37,8 +53,11 @@ def test_process_on_the_embedded_default(tmp_path: Path) -> None:
 
     with sqlite3.connect(data_dir / "modomo.sqlite") as db:
         status, total, processed, failed = db.execute(
-            "SELECT status, total, processed, failed FROM jobs").fetchone()
-        with_colours = db.execute("SELECT count(*) FROM scenes WHERE colors IS NOT NULL").fetchone()[0]
+            "SELECT status, total, processed, failed FROM jobs"
+        ).fetchone()
+        with_colours = db.execute(
+            "SELECT count(*) FROM scenes WHERE colors IS NOT NULL"
+        ).fetchone()[0]
     assert status == "completed"
     # broken.jpg, and scikit-image's multipage_rgb.tif, a TIFF that Pillow cannot decode
     assert 1 <= failed <= 2 and processed + failed == total and processed >= 55 + 20
@@ -50,7 +69,10 @@ def test_process_on_the_embedded_default(tmp_path: Path) -> None:
     record = json.loads(modomo("jobs", "show", job_id, "--json", data_dir=data_dir).stdout)
     reasons = {f["source_key"].rsplit("/", 1)[-1]: f for f in record["failures"]}
     assert reasons["broken.jpg"]["stage"] == "ingest"
-    assert "not an image" in reasons["broken.jpg"]["error"] or "corrupt" in reasons["broken.jpg"]["error"]
+    assert (
+        "not an image" in reasons["broken.jpg"]["error"]
+        or "corrupt" in reasons["broken.jpg"]["error"]
+    )
 
 
 def db_job_id(data_dir: Path) -> str:

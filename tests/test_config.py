@@ -11,9 +11,17 @@ import pytest
 from modomo.config import ConfigError, load_settings
 
 ALL_VARS = (
-    "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL", "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY", "MODOMO_DATABASE_URL", "MODOMO_REDIS_URL", "MODOMO_BROKER_URL",
-    "MODOMO_RESULT_BACKEND", "MODOMO_ARTIFACT_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "DATABASE_URL",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "MODOMO_DATABASE_URL",
+    "MODOMO_REDIS_URL",
+    "MODOMO_BROKER_URL",
+    "MODOMO_RESULT_BACKEND",
+    "MODOMO_ARTIFACT_URL",
 )
 
 
@@ -25,7 +33,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
     return monkeypatch
 
 
-def test_embedded_default_lives_in_the_data_dir(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_embedded_default_lives_in_the_data_dir(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = load_settings()
     assert settings.embedded
     assert settings.broker_url == f"sqla+sqlite:///{tmp_path}/broker.sqlite"
@@ -45,24 +55,40 @@ def test_data_dir_defaults_to_local_share(clean_env: pytest.MonkeyPatch) -> None
         # REDIS_URL alone: broker and results both on it
         ({"REDIS_URL": "redis://r:6379/0"}, "redis://r:6379/0", "redis://r:6379/0"),
         # the original's CELERY_* names win over REDIS_URL
-        ({"REDIS_URL": "redis://r/0", "CELERY_BROKER_URL": "redis://b/1",
-          "CELERY_RESULT_BACKEND": "redis://c/2"}, "redis://b/1", "redis://c/2"),
+        (
+            {
+                "REDIS_URL": "redis://r/0",
+                "CELERY_BROKER_URL": "redis://b/1",
+                "CELERY_RESULT_BACKEND": "redis://c/2",
+            },
+            "redis://b/1",
+            "redis://c/2",
+        ),
         # MODOMO_ prefixed names are accepted too
         ({"MODOMO_REDIS_URL": "redis://m/3"}, "redis://m/3", "redis://m/3"),
     ],
 )
-def test_broker_variables(clean_env: pytest.MonkeyPatch, env: dict, broker: str, backend: str) -> None:
+def test_broker_variables(
+    clean_env: pytest.MonkeyPatch, env: dict, broker: str, backend: str
+) -> None:
     for name, value in env.items():
         clean_env.setenv(name, value)
     settings = load_settings()
-    assert (settings.broker_url, settings.result_backend, settings.embedded) == (broker, backend, False)
+    assert (settings.broker_url, settings.result_backend, settings.embedded) == (
+        broker,
+        backend,
+        False,
+    )
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
         # Supabase hands out postgres:// URLs
-        ("postgres://u:p@db.supabase.co:5432/postgres", "postgresql+psycopg://u:p@db.supabase.co:5432/postgres"),
+        (
+            "postgres://u:p@db.supabase.co:5432/postgres",
+            "postgresql+psycopg://u:p@db.supabase.co:5432/postgres",
+        ),
         ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
         # an explicit driver is kept
         ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
@@ -105,8 +131,11 @@ def test_bad_values_name_the_variable(
 def test_cli_fails_at_start_up_naming_the_variable(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MODOMO_DATA_DIR": str(tmp_path), "MODOMO_PALETTE_SIZE": "99"}
     done = subprocess.run(
-        [sys.executable, "-m", "modomo.cli", "jobs", "list"], env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "modomo.cli", "jobs", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "MODOMO_PALETTE_SIZE" in done.stderr and "Traceback" not in done.stderr

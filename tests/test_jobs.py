@@ -18,7 +18,9 @@ pytestmark = pytest.mark.services
 def make_job(n_scenes: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
     job_id = create_job("test", {})
     with session_scope() as session:
-        scenes = [Scene(source="folder", source_key=f"test:{uuid.uuid4()}") for _ in range(n_scenes)]
+        scenes = [
+            Scene(source="folder", source_key=f"test:{uuid.uuid4()}") for _ in range(n_scenes)
+        ]
         session.add_all(scenes)
         session.flush()
         ids = [scene.id for scene in scenes]
@@ -46,7 +48,12 @@ def test_throttle_allows_two_writes_a_second_whatever_the_batch_size() -> None:
     assert reporter.writes <= 2 * 3 + 1 + 1  # 2 a second, the first write, the final write
     assert reporter.writes >= 6
     job = describe_job(job_id)
-    assert (job["status"], job["processed"], job["failed"], job["pending"]) == ("completed", 1000, 0, 0)
+    assert (job["status"], job["processed"], job["failed"], job["pending"]) == (
+        "completed",
+        1000,
+        0,
+        0,
+    )
 
 
 def test_final_write_is_always_made() -> None:
@@ -71,7 +78,12 @@ def test_redelivered_outcomes_are_not_counted_twice() -> None:
     assert (counts.processed, counts.failed, counts.status) == (2, 1, "running")
     with session_scope() as session:
         counts = apply_outcomes(session, job_id, done=ids)
-    assert (counts.processed, counts.failed, counts.status, counts.progress) == (3, 1, "completed", 100.0)
+    assert (counts.processed, counts.failed, counts.status, counts.progress) == (
+        3,
+        1,
+        "completed",
+        100.0,
+    )
 
 
 def test_all_failed_job_is_failed() -> None:
@@ -119,8 +131,9 @@ def test_failure_retried_in_same_job_counts_attempts() -> None:
     with session_scope() as session:
         record_failures(session, job_id, [(ids[0], "colors", "second")])
     with session_scope() as session:
-        rows = session.execute(select(SceneFailure.error, SceneFailure.attempts)
-                               .where(SceneFailure.job_id == job_id)).all()
+        rows = session.execute(
+            select(SceneFailure.error, SceneFailure.attempts).where(SceneFailure.job_id == job_id)
+        ).all()
     assert rows == [("second", 2)]
 
 

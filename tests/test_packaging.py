@@ -10,8 +10,11 @@ from tests.support import REPO
 
 def test_requirement_files_match_the_lock() -> None:
     done = subprocess.run(
-        ["bash", "scripts/export-requirements.sh", "--check"], cwd=REPO, capture_output=True,
-        text=True, timeout=120,
+        ["bash", "scripts/export-requirements.sh", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
 

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from celery.result import AsyncResult
 from sqlalchemy import func, select
 
 from modomo.db.models import JobScene, Scene
@@ -54,7 +53,8 @@ def test_job_of_60_images_completes_with_exact_counts(worker: str, tmp_path: Pat
     assert len(task_ids) == 8  # ceil(60 / 8) batches
     with session_scope() as session:
         palettes = session.scalars(
-            select(Scene.colors).join(JobScene, JobScene.scene_id == Scene.id)
+            select(Scene.colors)
+            .join(JobScene, JobScene.scene_id == Scene.id)
             .where(JobScene.job_id == job_id)
         ).all()
     assert len(palettes) == 60
@@ -119,8 +119,9 @@ def test_bad_inputs_fail_alone_and_the_worker_lives_on(
     (folder / "not-an-image.jpg").write_bytes(b"<html><body>hello</body></html>")
     (folder / "empty.png").write_bytes(b"")
     # 6000 x 6000 = 36 MP > 20 MP limit, a few kB on disk.
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     bomb = io.BytesIO()
     Image.new("L", (6000, 6000)).save(bomb, "PNG")
@@ -135,11 +136,23 @@ def test_bad_inputs_fail_alone_and_the_worker_lives_on(
     assert job["status"] == "completed", job
     assert (job["total"], job["processed"], job["failed"]) == (12, 6, 6)
     reasons = {Path(f["source_key"]).name: (f["stage"], f["error"]) for f in job["failures"]}
-    assert set(reasons) == {"truncated.jpg", "not-an-image.jpg", "empty.png", "bomb.png",
-                            "missing.png", "x.jpg"}
+    assert set(reasons) == {
+        "truncated.jpg",
+        "not-an-image.jpg",
+        "empty.png",
+        "bomb.png",
+        "missing.png",
+        "x.jpg",
+    }
     assert reasons["truncated.jpg"][0] == "colors"  # passed the header check, failed decoding
-    assert "truncated" in reasons["truncated.jpg"][1].lower() or "corrupt" in reasons["truncated.jpg"][1].lower()
-    assert reasons["not-an-image.jpg"] [0] == "ingest" and "not an image" in reasons["not-an-image.jpg"][1]
+    assert (
+        "truncated" in reasons["truncated.jpg"][1].lower()
+        or "corrupt" in reasons["truncated.jpg"][1].lower()
+    )
+    assert (
+        reasons["not-an-image.jpg"][0] == "ingest"
+        and "not an image" in reasons["not-an-image.jpg"][1]
+    )
     assert "0 bytes" in reasons["empty.png"][1]
     assert "20000000" in reasons["bomb.png"][1].replace(",", "")
     assert "404" in reasons["missing.png"][1]
@@ -169,8 +182,10 @@ def test_progress_is_published_and_writes_are_throttled(worker: str, tmp_path: P
     started = time.monotonic()
     (task_id,) = dispatch_batches(job_id, process_colors_batch, report.scene_ids, 120)
     seen = []
-    result = AsyncResult(task_id)
-    while not result.ready():
+    from modomo.celery_app import app
+
+    result = app.AsyncResult(task_id)
+    while not result.ready() and time.monotonic() - started < 120:
         if result.state == "PROGRESS":
             seen.append(dict(result.info))
         time.sleep(0.05)

@@ -9,7 +9,7 @@ dependency; it is ours because it is part of the batching this product is about.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -21,7 +21,7 @@ R = TypeVar("R")
 
 def prefetch(
     items: Iterable[T], load: Callable[[T], R], depth: int = 2
-) -> Iterator[tuple[T, Future[R]]]:
+) -> Generator[tuple[T, Future[R]], None, None]:
     """Yield ``(item, future of load(item))`` in order, loading up to ``depth`` items ahead.
 
     ``future.result()`` returns the loaded value or raises what ``load`` raised, so a bad

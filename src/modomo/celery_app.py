@@ -98,12 +98,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
-    """Build the Celery app for ``settings`` (default: the process's settings)."""
+def make_celery(settings: Settings | None = None, *, set_as_current: bool = True) -> Celery:
+    """Build the Celery app for ``settings`` (default: the process's settings).
+
+    Args:
+        settings: the settings to configure from.
+        set_as_current: make it Celery's current app (False for a second, side app).
+    """
     settings = settings or get_settings()
     if settings.embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery = Celery("modomo", include=list(TASK_MODULES))
+    celery = Celery("modomo", include=list(TASK_MODULES), set_as_current=set_as_current)
     celery.conf.update(celery_config(settings))
     return celery
 

@@ -91,8 +91,10 @@ def process(
         raise _fail(str(exc)) from None
     _ensure_database(settings)
     if settings.embedded and not wait:
-        raise _fail("--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
-                    "the embedded worker lives only as long as this command")
+        raise _fail(
+            "--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
+            "the embedded worker lives only as long as this command"
+        )
     job_id = create_job("colors", {"sources": sources, "inputs": len(inputs), "stages": ["colors"]})
     console.print(f"job [bold]{job_id}[/]: {len(inputs)} inputs")
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
@@ -100,8 +102,9 @@ def process(
         with progress_bar() as progress:
             bar = progress.add_task("ingest", total=len(inputs), note="")
             report = ingest(job_id, inputs, lambda done, _: progress.update(bar, completed=done))
-        dispatch_batches(job_id, process_colors_batch, report.scene_ids,
-                         batch_size or settings.batch_size)
+        dispatch_batches(
+            job_id, process_colors_batch, report.scene_ids, batch_size or settings.batch_size
+        )
         if not report.scene_ids:
             finish_if_done(job_id)
         note = f"{len(report.scene_ids)} scenes"
@@ -129,19 +132,25 @@ def _print_summary(job_id: uuid.UUID, scene_ids: list[uuid.UUID], settings: Sett
     if scene_ids:
         with session_scope() as session:
             rows = session.execute(
-                select(Scene.id, Scene.source_key, Scene.width, Scene.height, Scene.colors)
-                .where(Scene.id.in_(scene_ids))
+                select(Scene.id, Scene.source_key, Scene.width, Scene.height, Scene.colors).where(
+                    Scene.id.in_(scene_ids)
+                )
             ).all()
         by_id = {row[0]: row for row in rows}
-        table = Table("image", "size", "palette", "bright", "temp", title="palettes",
-                      title_justify="left")
+        table = Table(
+            "image", "size", "palette", "bright", "temp", title="palettes", title_justify="left"
+        )
         for sid in scene_ids:
             _, key, width, height, colors = by_id[sid]
             if not colors:
                 continue
-            table.add_row(Path(key.removeprefix("file:")).name, f"{width}x{height}",
-                          palette_text(colors), f"{colors['brightness']:.2f}",
-                          colors["temperature"])
+            table.add_row(
+                Path(key.removeprefix("file:")).name,
+                f"{width}x{height}",
+                palette_text(colors),
+                f"{colors['brightness']:.2f}",
+                colors["temperature"],
+            )
         console.print(table)
     if job["failures"]:
         console.print(failures_table(job["failures"]))
@@ -163,8 +172,9 @@ def worker(
         str | None, typer.Option("-Q", "--queues", help="Comma-separated queues to consume.")
     ] = None,
     concurrency: Annotated[int | None, typer.Option("-c", "--concurrency", min=1)] = None,
-    ai: Annotated[bool, typer.Option("--ai", help=f"An AI worker: {AI_QUEUES}, concurrency 1.")]
-    = False,
+    ai: Annotated[
+        bool, typer.Option("--ai", help=f"An AI worker: {AI_QUEUES}, concurrency 1.")
+    ] = False,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads, solo.")] = "prefork",
     loglevel: Annotated[str, typer.Option("-l", "--loglevel")] = "INFO",
     hostname: Annotated[str | None, typer.Option("-n", "--hostname")] = None,
@@ -172,8 +182,15 @@ def worker(
     """Start a Celery worker (general queues by default)."""
     from modomo.celery_app import app as celery_app
 
-    argv = ["worker", "-Q", queues or (AI_QUEUES if ai else GENERAL_QUEUES),
-            "--pool", pool, "--loglevel", loglevel]
+    argv = [
+        "worker",
+        "-Q",
+        queues or (AI_QUEUES if ai else GENERAL_QUEUES),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+    ]
     if concurrency or ai:
         argv += ["--concurrency", str(concurrency or 1)]
     if hostname:

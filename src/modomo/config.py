@@ -67,79 +67,95 @@ class Settings(BaseSettings):
         description="Folder for the embedded SQLite databases and the local artifact store.",
     )
     redis_url: str = Field(
-        default="", validation_alias=_env("redis_url", "REDIS_URL"),
+        default="",
+        validation_alias=_env("redis_url", "REDIS_URL"),
         description="Redis URL; the broker and result backend default to it.",
     )
     broker_url: str = Field(
-        default="", validation_alias=_env("broker_url", "CELERY_BROKER_URL"),
+        default="",
+        validation_alias=_env("broker_url", "CELERY_BROKER_URL"),
         description="Celery broker URL (default: REDIS_URL, else SQLite in the data dir).",
     )
     result_backend: str = Field(
-        default="", validation_alias=_env("result_backend", "CELERY_RESULT_BACKEND"),
+        default="",
+        validation_alias=_env("result_backend", "CELERY_RESULT_BACKEND"),
         description="Celery result backend (default: REDIS_URL, else SQLite in the data dir).",
     )
     database_url: str = Field(
-        default="", validation_alias=_env("database_url", "DATABASE_URL"),
+        default="",
+        validation_alias=_env("database_url", "DATABASE_URL"),
         description="Job and dataset database (PostgreSQL/Supabase; default SQLite).",
     )
     artifact_url: str = Field(
-        default="", validation_alias=_env("artifact_url"),
+        default="",
+        validation_alias=_env("artifact_url"),
         description="fsspec URL of the artifact store (default: DATA_DIR/artifacts).",
     )
     supabase_url: str = Field(default="", validation_alias=_env("supabase_url", "SUPABASE_URL"))
     supabase_service_role_key: SecretStr | None = Field(
-        default=None, validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY")
+        default=None,
+        validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY"),
     )
 
     # --- Celery reliability -------------------------------------------------------------
     task_soft_time_limit: PositiveInt = Field(
-        default=600, validation_alias=_env("task_soft_time_limit"),
+        default=600,
+        validation_alias=_env("task_soft_time_limit"),
         description="Seconds before a task gets SoftTimeLimitExceeded.",
     )
     task_time_limit: PositiveInt = Field(
-        default=900, validation_alias=_env("task_time_limit"),
+        default=900,
+        validation_alias=_env("task_time_limit"),
         description="Seconds before a task's worker child is killed.",
     )
     visibility_timeout: PositiveInt | None = Field(
-        default=None, validation_alias=_env("visibility_timeout"),
+        default=None,
+        validation_alias=_env("visibility_timeout"),
         description="Redis visibility timeout in seconds (default: 2 x the hard time limit).",
     )
     worker_max_tasks_per_child: PositiveInt = Field(
         default=200, validation_alias=_env("worker_max_tasks_per_child")
     )
     worker_max_memory_per_child_kb: PositiveInt = Field(
-        default=2_000_000, validation_alias=_env("worker_max_memory_per_child_kb"),
+        default=2_000_000,
+        validation_alias=_env("worker_max_memory_per_child_kb"),
         description="Resident memory (KiB) after which a worker child is replaced.",
     )
     result_expires: PositiveInt = Field(
-        default=86_400, validation_alias=_env("result_expires"),
+        default=86_400,
+        validation_alias=_env("result_expires"),
         description="Seconds Celery keeps task results.",
     )
 
     # --- jobs ---------------------------------------------------------------------------
     batch_size: PositiveInt = Field(
-        default=16, validation_alias=_env("batch_size"),
+        default=16,
+        validation_alias=_env("batch_size"),
         description="Scenes per task when a job fans out.",
     )
     progress_interval: PositiveFloat = Field(
-        default=0.5, validation_alias=_env("progress_interval"),
+        default=0.5,
+        validation_alias=_env("progress_interval"),
         description="Minimum seconds between progress writes of one job from one process.",
     )
 
     # --- images and fetching ------------------------------------------------------------
     max_image_pixels: PositiveInt = Field(
-        default=50_000_000, validation_alias=_env("max_image_pixels"),
+        default=50_000_000,
+        validation_alias=_env("max_image_pixels"),
         description="Larger images are refused (decompression-bomb guard).",
     )
     max_download_bytes: PositiveInt = Field(
         default=25_000_000, validation_alias=_env("max_download_bytes")
     )
     fetch_timeout: PositiveFloat = Field(
-        default=20.0, validation_alias=_env("fetch_timeout"),
+        default=20.0,
+        validation_alias=_env("fetch_timeout"),
         description="Seconds one image download may take, in all.",
     )
     allow_private_urls: bool = Field(
-        default=False, validation_alias=_env("allow_private_urls"),
+        default=False,
+        validation_alias=_env("allow_private_urls"),
         description="Allow fetching from private, loopback and link-local addresses.",
     )
     user_agent: str = Field(
@@ -177,7 +193,7 @@ class Settings(BaseSettings):
         # Supabase and Heroku hand out postgres:// URLs; SQLAlchemy wants a driver name.
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix):]
+                return "postgresql+psycopg://" + value[len(prefix) :]
         return value
 
     # --- derived values -------------------------------------------------------------------

@@ -173,9 +173,7 @@ def add_scenes(session: Session, job_id: uuid.UUID, scene_ids: Sequence[uuid.UUI
     )
     new = [sid for sid in dict.fromkeys(scene_ids) if sid not in existing]
     if new:
-        session.execute(
-            insert(JobScene), [{"job_id": job_id, "scene_id": sid} for sid in new]
-        )
+        session.execute(insert(JobScene), [{"job_id": job_id, "scene_id": sid} for sid in new])
         session.execute(
             update(Job)
             .where(Job.id == job_id)

@@ -138,23 +138,34 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
         if job is None:
             raise JobNotFound(f"no job {jid}")
         rows = session.execute(
-            select(SceneFailure.scene_id, Scene.source_key, SceneFailure.stage,
-                   SceneFailure.error, SceneFailure.attempts)
+            select(
+                SceneFailure.scene_id,
+                Scene.source_key,
+                SceneFailure.stage,
+                SceneFailure.error,
+                SceneFailure.attempts,
+            )
             .join(Scene, Scene.id == SceneFailure.scene_id)
             .where(SceneFailure.job_id == jid)
             .order_by(SceneFailure.id)
             .limit(max_failures)
         ).all()
         pending = session.scalar(
-            select(func.count()).select_from(JobScene)
+            select(func.count())
+            .select_from(JobScene)
             .where(JobScene.job_id == jid, JobScene.status == "pending")
         )
         return {
             **job_record(job),
             "pending": pending,
             "failures": [
-                {"scene_id": str(r[0]), "source_key": r[1], "stage": r[2], "error": r[3],
-                 "attempts": r[4]}
+                {
+                    "scene_id": str(r[0]),
+                    "source_key": r[1],
+                    "stage": r[2],
+                    "error": r[3],
+                    "attempts": r[4],
+                }
                 for r in rows
             ],
         }
@@ -162,6 +173,7 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
 
 def job_record(job: Job) -> dict[str, Any]:
     """The job row as a JSON-able dict (timestamps in ISO 8601)."""
+
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 

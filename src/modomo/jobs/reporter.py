@@ -20,9 +20,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from modomo.config import get_settings
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SceneWrite = Callable[[Session], None]
 """Writes one scene's results inside the reporter's transaction."""
 
+SCENES = cast(Table, Scene.__table__)
 _throttle_lock = threading.Lock()
 _last_write: dict[uuid.UUID, float] = {}
 
@@ -44,8 +45,12 @@ _last_write: dict[uuid.UUID, float] = {}
 class _Task(Protocol):
     request: Any
 
-    def update_state(self, task_id: str | None = None, state: str | None = None,
-                     meta: dict[str, Any] | None = None) -> None: ...
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -69,8 +74,8 @@ class _Pending:
         now = utcnow()
         for columns, rows in self.scene_values.items():
             statement = (
-                update(Scene.__table__)
-                .where(Scene.__table__.c.id == bindparam("_scene_id"))
+                update(SCENES)
+                .where(SCENES.c.id == bindparam("_scene_id"))
                 .values({**{c: bindparam(c) for c in columns}, "updated_at": now})
             )
             session.connection().execute(statement, rows)

@@ -78,7 +78,9 @@ def _read(item: Input, settings: Settings) -> _Read:
         return _Read(item, error=f"cannot read {item.location}: {exc.strerror or exc}")
 
 
-def _scene_for_image(session: Session, read: _Read, sha256: str, key: str) -> tuple[uuid.UUID, bool]:
+def _scene_for_image(
+    session: Session, read: _Read, sha256: str, key: str
+) -> tuple[uuid.UUID, bool]:
     """Find or create the scene of an image; returns (id, already existed)."""
     assert read.info is not None
     existing = session.scalar(select(Scene).where(Scene.sha256 == sha256))
@@ -154,7 +156,9 @@ def ingest(
                     scene_id, existed = _scene_for_image(session, read, sha256, key)
             except IntegrityError:  # another ingest stored the same bytes a moment ago
                 with session_scope() as session:
-                    scene_id = session.scalar(select(Scene.id).where(Scene.sha256 == sha256))
+                    scene_id = session.execute(
+                        select(Scene.id).where(Scene.sha256 == sha256)
+                    ).scalar_one()
                 existed = True
             if scene_id in seen or existed:
                 report.duplicates += 1

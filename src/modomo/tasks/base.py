@@ -27,7 +27,11 @@ class BatchTask(Task):
     stage = "batch"
 
     def on_failure(
-        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
         job_id = kwargs.get("job_id", args[0] if args else None)
@@ -37,7 +41,12 @@ class BatchTask(Task):
         reason = f"batch task {task_id} failed: {type(exc).__name__}: {exc}"
         try:
             with session_scope() as session:
-                fail_pending(session, uuid.UUID(str(job_id)),
-                             [uuid.UUID(str(s)) for s in scene_ids], self.stage, reason)
+                fail_pending(
+                    session,
+                    uuid.UUID(str(job_id)),
+                    [uuid.UUID(str(s)) for s in scene_ids],
+                    self.stage,
+                    reason,
+                )
         except Exception:  # the database itself may be what failed; the reaper recovers then
             log.exception("could not record the failure of batch %s of job %s", task_id, job_id)

@@ -18,11 +18,11 @@ from sqlalchemy.exc import DBAPIError
 
 from modomo.analysis.colors import extract_palette
 from modomo.artifacts import artifact_store
+from modomo.batching import prefetch
 from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
-from modomo.batching import prefetch
 from modomo.images import ImageError, LoadedImage, load_image
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
 from modomo.tasks.base import BatchTask
@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 
 STAGE = "colors"
 # Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
-RETRY = {"autoretry_for": (DBAPIError,), "retry_backoff": 2, "retry_backoff_max": 60,
-         "max_retries": 8}
+RETRY = {
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
 
 
 def load_scene_image(image_key: str) -> LoadedImage:
@@ -93,6 +97,7 @@ def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[
         with session_scope() as session:
             rows = session.execute(select(Scene.id, Scene.image_key).where(Scene.id.in_(ids)))
             keys = {row.id: row.image_key for row in rows}
+
         def load(sid: uuid.UUID) -> LoadedImage | None:
             return load_scene_image(keys[sid]) if keys.get(sid) else None
 
@@ -107,7 +112,9 @@ def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[
                     reporter.succeeded(scene_id, {"colors": palette_json(image)})
                     done += 1
                 except SoftTimeLimitExceeded:
-                    reporter.failed(scene_id, "soft time limit exceeded while computing the palette")
+                    reporter.failed(
+                        scene_id, "soft time limit exceeded while computing the palette"
+                    )
                     failed += 1
                     rest = scene_ids[position + 1 :]
                     if rest:  # the rest of the batch goes on in a new task, not lost
@@ -125,8 +132,12 @@ def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[
                     log.exception("colours failed for scene %s", scene_id)
                     reporter.failed(scene_id, f"{type(exc).__name__}: {exc}")
                     failed += 1
-    return {"done": done, "failed": failed, "skipped": len(ids) - done - failed,
-            "writes": reporter.writes}
+    return {
+        "done": done,
+        "failed": failed,
+        "skipped": len(ids) - done - failed,
+        "writes": reporter.writes,
+    }
 
 
 @app.task(bind=True, **RETRY)
@@ -143,15 +154,17 @@ def run_color_processing_job(self: Task, job_id: str, limit: int | None = None) 
     with session_scope() as session:
         query = (
             select(Scene.id)
-            .where(Scene.colors.is_(None), Scene.status != SceneStatus.FAILED,
-                   Scene.image_key.is_not(None))
+            .where(
+                Scene.colors.is_(None),
+                Scene.status != SceneStatus.FAILED,
+                Scene.image_key.is_not(None),
+            )
             .order_by(Scene.created_at)
         )
         if limit is not None:
             query = query.limit(limit)
         scene_ids = list(session.scalars(query))
-    task_ids = dispatch_batches(job_id, process_colors_batch, scene_ids,
-                                get_settings().batch_size)
+    task_ids = dispatch_batches(job_id, process_colors_batch, scene_ids, get_settings().batch_size)
     if not scene_ids:
         finish_if_done(job_id)
     return {"scenes": len(scene_ids), "batches": len(task_ids)}
