@@ -201,3 +201,37 @@ def test_progress_is_published_and_writes_are_throttled(worker: str, tmp_path: P
         assert set(meta) >= {"current", "total", "progress", "message"}
         assert meta["total"] == 120 and 0 < meta["current"] <= 120
         assert meta["progress"] == pytest.approx(100 * meta["current"] / 120, abs=0.01)
+
+
+def test_color_processing_job_covers_scenes_without_colours(worker: str, tmp_path: Path) -> None:
+    from modomo.celery_app import app
+    from modomo.tasks.color_tasks import process_scene_colors, run_color_processing_job
+
+    write_unique_images(tmp_path / "new", 6)
+    holder = create_job("import", {})  # ingest only: these scenes get no colours yet
+    report = ingest(holder, expand_sources([str(tmp_path / "new")]))
+    single, rest = report.scene_ids[0], report.scene_ids[1:]
+
+    colors = app.AsyncResult(process_scene_colors.delay(str(single)).id).get(timeout=60)
+    assert abs(sum(c["share"] for c in colors["palette"]) - 1) < 1e-3
+
+    job_id = create_job("colors", {"limit": None})
+    run_color_processing_job.delay(str(job_id), None)
+    job = wait_for_job(job_id)
+    assert job["status"] == "completed" and job["processed"] == job["total"] >= len(rest)
+    with session_scope() as session:
+        missing = session.scalar(
+            select(func.count()).where(Scene.id.in_(report.scene_ids), Scene.colors.is_(None))
+        )
+    assert missing == 0
+
+
+def test_limit_bounds_a_color_processing_job(worker: str, tmp_path: Path) -> None:
+    from modomo.tasks.color_tasks import run_color_processing_job
+
+    write_unique_images(tmp_path / "more", 5)
+    ingest(create_job("import", {}), expand_sources([str(tmp_path / "more")]))
+    job_id = create_job("colors", {"limit": 2})
+    run_color_processing_job.delay(str(job_id), 2)
+    job = wait_for_job(job_id)
+    assert (job["status"], job["total"], job["processed"]) == ("completed", 2, 2)

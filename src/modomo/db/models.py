@@ -43,7 +43,8 @@ __all__ = [
     "utcnow",
 ]
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: Python None is SQL NULL (so "no colours yet" is IS NULL), not JSON null.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from modomo.db.models import Job, JobScene, JobStatus, Scene, SceneFailure, utcnow
 from modomo.db.session import session_scope
@@ -40,6 +41,13 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise JobNotFound(f"not a job id: {value!r}") from None
+
+
+def _get(session: Session, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
 
 
 def create_job(
@@ -110,9 +118,7 @@ def cancel_job(job_id: uuid.UUID | str) -> str:
     """
     jid = _uuid(job_id)
     with session_scope() as session:
-        job = session.get(Job, jid)
-        if job is None:
-            raise JobNotFound(f"no job {jid}")
+        job = _get(session, jid)
         changed = set_status(session, jid, JobStatus.CANCELLED, message="cancelled by user")
         task_ids = list(job.celery_task_ids or [])
     if changed and task_ids:
@@ -134,9 +140,7 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
     """
     jid = _uuid(job_id)
     with session_scope() as session:
-        job = session.get(Job, jid)
-        if job is None:
-            raise JobNotFound(f"no job {jid}")
+        job = _get(session, jid)
         rows = session.execute(
             select(
                 SceneFailure.scene_id,
