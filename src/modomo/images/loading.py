@@ -312,8 +312,8 @@ def _describe_unidentified(data: bytes | bytearray | memoryview) -> str:
     mime = sniff_mime(head)
     if mime is not None:
         return (
-            f"truncated or corrupt image data: looks like {mime} but the header "
-            f"could not be parsed ({len(data)} bytes)"
+            f"truncated or corrupt image data: looks like {mime} but Pillow cannot read its "
+            f"header (corrupt, or a variant of the format it does not support; {len(data)} bytes)"
         )
     if head[4:8] == b"ftyp":
         brand = head[8:12]
