@@ -30,12 +30,10 @@ from modomo.db.models import Job, JobStatus, Scene, utcnow
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import JobCounts, apply_outcomes, record_failures
 
-__all__ = ["ProgressReporter", "SceneWrite"]
+__all__ = ["ProgressReporter"]
 
 log = logging.getLogger(__name__)
 
-SceneWrite = Callable[[Session], None]
-"""Writes one scene's results inside the reporter's transaction."""
 
 SCENES = cast(Table, Scene.__table__)
 _throttle_lock = threading.Lock()
@@ -58,12 +56,11 @@ class _Pending:
     done: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     failures: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
-    writes: list[SceneWrite] = field(default_factory=list)
     # scene column updates, grouped by the columns they set, for one executemany per group
     scene_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.done or self.failed or self.writes or self.scene_values)
+        return bool(self.done or self.failed or self.scene_values)
 
     def add_values(self, scene_id: uuid.UUID, values: dict[str, Any]) -> None:
         self.scene_values.setdefault(tuple(sorted(values)), []).append(
@@ -79,8 +76,6 @@ class _Pending:
                 .values({**{c: bindparam(c) for c in columns}, "updated_at": now})
             )
             session.connection().execute(statement, rows)
-        for write in self.writes:
-            write(session)
 
 
 class ProgressReporter:
@@ -134,31 +129,22 @@ class ProgressReporter:
         return self.job_status() in JobStatus.ACTIVE
 
     # --- outcomes -----------------------------------------------------------------------
-    def _results(
-        self, scene_id: uuid.UUID, values: dict[str, Any] | None, write: SceneWrite | None
-    ) -> None:
-        if values:
-            self._pending.add_values(scene_id, values)
-        if write is not None:
-            self._pending.writes.append(write)
-
     def succeeded(
         self,
         scene_id: uuid.UUID | str,
         values: dict[str, Any] | None = None,
-        write: SceneWrite | None = None,
     ) -> None:
         """Record that a scene passed the stage, with its results.
 
         Args:
             scene_id: the scene.
             values: ``scenes`` columns to set (e.g. ``{"colors": {...}}``); batched into one
-                executemany per write.
-            write: any other result write, run inside the same transaction.
+                executemany per write, in the transaction that counts the outcome.
         """
         sid = uuid.UUID(str(scene_id))
         self._pending.done.append(sid)
-        self._results(sid, values, write)
+        if values:
+            self._pending.add_values(sid, values)
         self.flush()
 
     def failed(
@@ -166,16 +152,16 @@ class ProgressReporter:
         scene_id: uuid.UUID | str,
         error: str,
         values: dict[str, Any] | None = None,
-        write: SceneWrite | None = None,
     ) -> None:
         """Record that a scene failed the stage with a user-facing ``error``.
 
-        ``values`` and ``write`` are as for :meth:`succeeded` (e.g. marking the scene unusable).
+        ``values`` are as for :meth:`succeeded` (e.g. marking the scene unusable).
         """
         sid = uuid.UUID(str(scene_id))
         self._pending.failed.append(sid)
         self._pending.failures.append((sid, self.stage, error))
-        self._results(sid, values, write)
+        if values:
+            self._pending.add_values(sid, values)
         self.flush()
 
     # --- writing ------------------------------------------------------------------------
