@@ -24,7 +24,7 @@ $(HOME)/.local/bin/uv:
 	  || python3 -m pip install --user --quiet --break-system-packages uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --all-extras
 	@touch $@
 
 setup: .venv/.synced

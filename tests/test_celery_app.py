@@ -18,6 +18,9 @@ EXPECTED_QUEUE = {
     "modomo.tasks.color_tasks.process_colors_batch": "color_processing",
     "modomo.tasks.color_tasks.run_color_processing_job": "color_processing",
     "modomo.tasks.color_tasks.process_scene_colors": "color_processing",
+    "modomo.tasks.detection_tasks.run_detection_pipeline": "detection",
+    "modomo.tasks.detection_tasks.process_scenes_batch": "ai_processing",
+    "modomo.tasks.detection_tasks.reprocess_scene_objects": "ai_processing",
 }
 
 

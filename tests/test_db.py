@@ -21,12 +21,12 @@ def _diff(url: str) -> list:
 def test_sqlite_migration_matches_models(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'schema.sqlite'}"
     upgrade(url)
-    assert current_revision(url) == "0001"
+    assert current_revision(url) == "0002"
     assert _diff(url) == []
 
 
 @pytest.mark.services
 def test_postgres_migration_matches_models() -> None:
     # conftest migrated the session's fresh PostgreSQL database
-    assert current_revision() == "0001"
+    assert current_revision() == "0002"
     assert _diff(str(get_engine().url.render_as_string(hide_password=False))) == []

@@ -28,10 +28,20 @@ def test_minimal_requirements_leave_the_ai_extra_out() -> None:
     assert re.search(r"^celery==", minimal, re.M)
 
 
-def test_supabase_migration_is_the_alembic_schema() -> None:
-    """supabase/migrations holds what the Alembic migrations emit for PostgreSQL."""
-    from modomo.db.migrate import offline_sql
+def test_supabase_migrations_are_the_alembic_schema() -> None:
+    """supabase/migrations holds, one file per revision, what Alembic emits for PostgreSQL."""
+    from alembic.script import ScriptDirectory
+
+    from modomo.db.migrate import alembic_config, offline_sql
 
     files = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
-    assert files, "no supabase/migrations/*.sql"
-    assert "".join(f.read_text() for f in files).strip() == offline_sql().strip()
+    revisions = [
+        script.revision
+        for script in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
+    ]
+    assert len(files) == len(revisions), f"one supabase migration per revision: {revisions}"
+    previous = None
+    for file, revision in zip(files, revisions, strict=True):
+        span = f"{previous}:{revision}" if previous else revision
+        assert file.read_text().strip() == offline_sql(revision=span).strip(), file.name
+        previous = revision

@@ -9,11 +9,11 @@ dependency; it is ours because it is part of the batching this product is about.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["prefetch"]
+__all__ = ["map_with_backoff", "prefetch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,3 +45,53 @@ def prefetch(
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+def map_with_backoff(
+    items: Sequence[T],
+    run: Callable[[Sequence[T]], Sequence[R]],
+    *,
+    is_oom: Callable[[BaseException], bool],
+    after_oom: Callable[[], None] = lambda: None,
+) -> tuple[list[R | BaseException], int]:
+    """Run a batched model call, halving the batch on out-of-memory errors.
+
+    ``run(batch)`` returns one result per item. When it raises an out-of-memory error the
+    batch is split in halves and each half retried (after ``after_oom``, e.g. emptying the
+    CUDA cache); any other error also splits the batch, so one bad item is isolated. An
+    item that still fails on its own gets the exception as its result: the caller records
+    that scene as failed with the reason, and the rest of the batch goes on.
+
+    Args:
+        items: the batch.
+        run: the batched call.
+        is_oom: tells out-of-memory errors from others.
+        after_oom: called after each out-of-memory error.
+
+    Returns:
+        ``(results, largest)``: per item its result or its exception, in order; and the
+        largest batch size that ran without running out of memory (0 if none did), so the
+        caller can start its next batch there.
+    """
+    largest = 0
+    out_of_memory = False
+
+    def attempt(batch: Sequence[T]) -> list[R | BaseException]:
+        nonlocal largest, out_of_memory
+        try:
+            results = list(run(batch))
+        except Exception as exc:
+            if is_oom(exc):
+                out_of_memory = True
+                after_oom()
+            if len(batch) == 1:
+                return [exc]
+            middle = len(batch) // 2
+            return attempt(batch[:middle]) + attempt(batch[middle:])
+        if len(results) != len(batch):
+            raise RuntimeError(f"batched call returned {len(results)} results for {len(batch)}")
+        largest = max(largest, len(batch))
+        return list(results)
+
+    results = attempt(items)
+    return results, (largest if out_of_memory else max(largest, len(items)))

@@ -42,6 +42,7 @@ QUEUES: tuple[str, ...] = (
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "modomo.tasks.color_tasks.*": {"queue": "color_processing"},
+    "modomo.tasks.detection_tasks.run_detection_pipeline": {"queue": "detection"},
     "modomo.tasks.detection_tasks.*": {"queue": "ai_processing"},
     "modomo.tasks.classification_tasks.*": {"queue": "classification"},
     "modomo.tasks.scraping_tasks.*": {"queue": "scraping"},
@@ -50,7 +51,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 }
 """Routes by task module: each domain's tasks go to that domain's queue."""
 
-TASK_MODULES: tuple[str, ...] = ("modomo.tasks.color_tasks",)
+TASK_MODULES: tuple[str, ...] = ("modomo.tasks.color_tasks", "modomo.tasks.detection_tasks")
 """Modules whose tasks every worker registers."""
 
 
@@ -78,6 +79,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
         "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb,
+        # a child that loads models before its first task needs longer than the default 4 s
+        "worker_proc_alive_timeout": settings.worker_proc_alive_timeout,
         "result_expires": settings.result_expires,
         "result_extended": True,
         "broker_connection_retry_on_startup": True,

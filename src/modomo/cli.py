@@ -1,9 +1,10 @@
 """The ``modomo`` command line (Typer + Rich).
 
-``modomo process SOURCE...`` is the main job: ingest images, compute their palettes through
-Celery, follow the job's progress, print the results. With nothing configured it runs a
-worker in-process; with a broker configured it submits and follows while workers elsewhere
-do the work.
+``modomo process SOURCE...`` is the main job: ingest images, run the chosen pipeline through
+Celery (palettes by default; ``--pipeline detect,segment,depth,colors`` or ``full`` for the
+detection pipeline on the AI queues), follow the job's progress, print the results. With
+nothing configured it runs a worker in-process; with a broker configured it submits and
+follows while workers elsewhere do the work.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="List, inspect and cancel jobs.", no_args_is_help=True)
 db_app = typer.Typer(help="The job and dataset database.", no_args_is_help=True)
+models_app = typer.Typer(help="Model weights in the local cache.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 GENERAL_QUEUES = "celery,color_processing,classification,maintenance"
 AI_QUEUES = "ai_processing,detection"
@@ -74,8 +77,16 @@ def process(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
     show: Annotated[int, typer.Option(min=0, help="Palettes to print at the end.")] = 30,
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="Stages: colors (scene palettes), a comma-separated subset of "
+            "detect,segment,depth,colors, full, or auto (full where the weights are in the "
+            "local cache)."
+        ),
+    ] = "colors",
 ) -> None:
-    """Ingest images and compute their colour palettes as one job."""
+    """Ingest images and run a pipeline on them (scene palettes by default) as one job."""
     from modomo.celery_app import app as celery_app
     from modomo.console import console, progress_bar
     from modomo.embedded import embedded_worker
@@ -83,11 +94,13 @@ def process(
     from modomo.sources import expand_sources, ingest
     from modomo.sources.inputs import SourceError
     from modomo.tasks.color_tasks import process_colors_batch
+    from modomo.tasks.detection_tasks import process_scenes_batch
 
     settings = get_settings()
     try:
         inputs = expand_sources(sources)
-    except SourceError as exc:
+        stages = _pipeline_stages(pipeline, settings)
+    except (SourceError, ValueError) as exc:
         raise _fail(str(exc)) from None
     _ensure_database(settings)
     if settings.embedded and not wait:
@@ -95,16 +108,24 @@ def process(
             "--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
             "the embedded worker lives only as long as this command"
         )
-    job_id = create_job("colors", {"sources": sources, "inputs": len(inputs), "stages": ["colors"]})
+    detection = stages != ("colors",)
+    job_id = create_job(
+        "detection" if detection else "colors",
+        {"sources": sources, "inputs": len(inputs), "stages": list(stages)},
+    )
     console.print(f"job [bold]{job_id}[/]: {len(inputs)} inputs")
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
     with worker:
         with progress_bar() as progress:
             bar = progress.add_task("ingest", total=len(inputs), note="")
             report = ingest(job_id, inputs, lambda done, _: progress.update(bar, completed=done))
-        dispatch_batches(
-            job_id, process_colors_batch, report.scene_ids, batch_size or settings.batch_size
-        )
+        size = batch_size or settings.batch_size
+        if detection:
+            dispatch_batches(
+                job_id, process_scenes_batch, report.scene_ids, size, stages=list(stages)
+            )
+        else:
+            dispatch_batches(job_id, process_colors_batch, report.scene_ids, size)
         if not report.scene_ids:
             finish_if_done(job_id)
         note = f"{len(report.scene_ids)} scenes"
@@ -118,8 +139,75 @@ def process(
 
         job = follow_job(job_id)
     _print_summary(job_id, report.scene_ids[:show], settings)
+    if detection:
+        _print_objects(report.scene_ids)
     if job.status != "completed":
         raise typer.Exit(1)
+
+
+def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
+    """The stages ``--pipeline`` asks for; ``auto`` drops (and names) those without weights."""
+    from modomo.console import console
+    from modomo.inference import STAGES, parse_stages
+    from modomo.models import MissingWeightsError, resolve
+
+    if text != "auto":
+        return parse_stages(text)
+    needs = {
+        "detect": [("detector", settings.detector_weights)],
+        "segment": [("segmenter", settings.segmenter_weights)],
+        "depth": [
+            ("depth", settings.depth_weights),
+            ("depth_fallback", settings.depth_fallback_weights),
+        ],
+    }
+    chosen = []
+    for stage in STAGES:
+        candidates = [(r, w) for r, w in needs.get(stage, []) if w]
+        missing = []
+        for role, weights in candidates:
+            try:
+                resolve(role, weights, settings.model_cache)
+                break
+            except (MissingWeightsError, ValueError):
+                missing.append(role)
+        else:
+            if candidates:
+                console.print(
+                    f"[yellow]skipping the {stage} stage[/]: no {' or '.join(missing)} "
+                    f"weights in {settings.model_cache}; fetch them with "
+                    f"`modomo models pull {missing[0]}`"
+                )
+                continue
+        if stage == "segment" and "detect" not in chosen:
+            continue
+        chosen.append(stage)
+    return tuple(chosen)
+
+
+def _print_objects(scene_ids: list[uuid.UUID]) -> None:
+    from sqlalchemy import func
+
+    from modomo.console import console
+    from modomo.db.models import DetectedObject
+    from modomo.db.session import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(
+                DetectedObject.taxonomy_group,
+                DetectedObject.category,
+                func.count(),
+                func.avg(DetectedObject.confidence),
+            )
+            .where(DetectedObject.scene_id.in_(scene_ids))
+            .group_by(DetectedObject.taxonomy_group, DetectedObject.category)
+            .order_by(func.count().desc())
+        ).all()
+    table = Table("group", "category", "objects", "mean conf", title="detected objects")
+    for group, category, count, confidence in rows:
+        table.add_row(group, category, str(count), f"{confidence:.2f}")
+    console.print(table if rows else "no objects detected")
 
 
 def _print_summary(job_id: uuid.UUID, scene_ids: list[uuid.UUID], settings: Settings) -> None:
@@ -176,10 +264,23 @@ def worker(
         bool, typer.Option("--ai", help=f"An AI worker: {AI_QUEUES}, concurrency 1.")
     ] = False,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads, solo.")] = "prefork",
+    warmup: Annotated[
+        bool,
+        typer.Option(help="AI worker: load the models when a child starts (MODOMO_AI_WARMUP)."),
+    ] = False,
     loglevel: Annotated[str, typer.Option("-l", "--loglevel")] = "INFO",
     hostname: Annotated[str | None, typer.Option("-n", "--hostname")] = None,
 ) -> None:
-    """Start a Celery worker (general queues by default)."""
+    """Start a Celery worker (general queues by default; ``--ai`` for the AI queues).
+
+    One AI worker per GPU: pick the GPU with ``CUDA_VISIBLE_DEVICES`` (each worker then sees
+    it as ``cuda``), e.g. ``CUDA_VISIBLE_DEVICES=1 modomo worker --ai -n ai1@%h``.
+    """
+    import os
+
+    if warmup:
+        os.environ["MODOMO_AI_WARMUP"] = "1"
+        get_settings.cache_clear()
     from modomo.celery_app import app as celery_app
 
     argv = [
@@ -245,6 +346,58 @@ def jobs_cancel(job_id: str) -> None:
     console.print(f"job {job_id}: {status}")
 
 
+@models_app.command("list")
+def models_list() -> None:
+    """Show each model role, its configured weights and whether they are in the local cache."""
+    from modomo.console import console
+    from modomo.models import ROLES, MissingWeightsError, resolve
+
+    settings = get_settings()
+    table = Table("role", "weights", "status", title=f"models ({settings.model_cache})")
+    for role in ROLES:
+        name = getattr(settings, f"{role}_weights")
+        if not name:
+            table.add_row(role, "-", "disabled")
+            continue
+        try:
+            weights = resolve(role, name, settings.model_cache)
+            table.add_row(role, name, f"[green]ready[/] {weights.path}")
+        except (MissingWeightsError, ValueError) as exc:
+            table.add_row(role, name, f"[red]missing[/] ({type(exc).__name__})")
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    roles: Annotated[
+        list[str] | None,
+        typer.Argument(help="detector, segmenter, depth, depth_fallback (default: all)."),
+    ] = None,
+) -> None:
+    """Download model weights into the local cache (MODOMO_MODEL_DIR), for offline workers."""
+    from modomo.console import console
+    from modomo.models import ROLES, pull
+
+    settings = get_settings()
+    unknown = sorted(set(roles or []) - set(ROLES))
+    if unknown:
+        raise _fail(f"unknown model role(s) {unknown}; expected some of {sorted(ROLES)}")
+    failed = False
+    for role in roles or list(ROLES):
+        name = getattr(settings, f"{role}_weights")
+        if not name:
+            continue
+        try:
+            weights = pull(role, name, settings.model_cache)
+        except (RuntimeError, ValueError) as exc:
+            console.print(f"[red]{role}[/]: {exc}")
+            failed = True
+            continue
+        console.print(f"[green]{role}[/]: {weights.label} in {weights.path}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply the schema migrations."""
@@ -256,11 +409,15 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @db_app.command("sql")
-def db_sql() -> None:
-    """Print the schema as PostgreSQL DDL (what supabase/migrations/ holds)."""
+def db_sql(
+    revision: Annotated[
+        str, typer.Argument(help="A revision or a FROM:TO range (one supabase migration).")
+    ] = "head",
+) -> None:
+    """Print migrations as PostgreSQL DDL (what supabase/migrations/ holds)."""
     from modomo.db.migrate import offline_sql
 
-    sys.stdout.write(offline_sql())
+    sys.stdout.write(offline_sql(revision=revision))
 
 
 @db_app.command("current")

@@ -168,6 +168,74 @@ class Settings(BaseSettings):
         default=5, validation_alias=_env("palette_size"), description="Colours per palette (k)."
     )
 
+    # --- AI models (see modomo.models) -------------------------------------------------
+    device: str = Field(
+        default="auto",
+        validation_alias=_env("device"),
+        description="Torch device for the models: auto (cuda, else mps, else cpu), cpu, cuda, "
+        "cuda:N or mps.",
+    )
+    half_precision: bool = Field(
+        default=True,
+        validation_alias=_env("half_precision"),
+        description="Run the models in float16 on CUDA where they support it.",
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("model_dir"),
+        description="Local weight cache filled by `modomo models pull` (default: DATA_DIR/models).",
+    )
+    detector_weights: str = Field(
+        default="yolo11n.pt",
+        validation_alias=_env("detector_weights"),
+        description="YOLO weights: an ultralytics weight name or a local .pt path.",
+    )
+    detector_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.25,
+        validation_alias=_env("detector_threshold"),
+        description="Minimum detection confidence.",
+    )
+    detector_max_detections: PositiveInt = Field(
+        default=100,
+        validation_alias=_env("detector_max_detections"),
+        description="At most this many objects per image (highest confidence first).",
+    )
+    detector_image_size: PositiveInt = Field(
+        default=640,
+        validation_alias=_env("detector_image_size"),
+        description="YOLO inference size in pixels (longest side).",
+    )
+    segmenter_weights: str = Field(
+        default="facebook/sam2.1-hiera-tiny",
+        validation_alias=_env("segmenter_weights"),
+        description="SAM 2.1 weights: a Hugging Face hub id or a local folder.",
+    )
+    depth_weights: str = Field(
+        default="depth-anything/Depth-Anything-V2-Small-hf",
+        validation_alias=_env("depth_weights"),
+        description="Depth Anything V2 weights: a Hugging Face hub id or a local folder.",
+    )
+    depth_fallback_weights: str = Field(
+        default="Intel/zoedepth-nyu-kitti",
+        validation_alias=_env("depth_fallback_weights"),
+        description="ZoeDepth weights used when the primary depth model fails ('' for none).",
+    )
+    ai_batch_size: PositiveInt = Field(
+        default=8,
+        validation_alias=_env("ai_batch_size"),
+        description="Images per model call (halved on CUDA out-of-memory).",
+    )
+    ai_warmup: bool = Field(
+        default=False,
+        validation_alias=_env("ai_warmup"),
+        description="AI workers load their models when a child starts, before the first task.",
+    )
+    worker_proc_alive_timeout: PositiveFloat = Field(
+        default=300.0,
+        validation_alias=_env("worker_proc_alive_timeout"),
+        description="Seconds a new worker child may take to start (model warm-up included).",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=_env("log_level")
     )
@@ -210,7 +278,14 @@ class Settings(BaseSettings):
         )
         self.database_url = self.database_url or f"sqlite:///{self.data_dir / 'modomo.sqlite'}"
         self.artifact_url = self.artifact_url or str(self.data_dir / "artifacts")
+        self.model_dir = (self.model_dir or self.data_dir / "models").expanduser().resolve()
         return self
+
+    @property
+    def model_cache(self) -> Path:
+        """The local weight cache (``MODOMO_MODEL_DIR``, default ``DATA_DIR/models``)."""
+        assert self.model_dir is not None  # filled in by _fill_defaults
+        return self.model_dir
 
     @property
     def embedded(self) -> bool:

@@ -8,6 +8,8 @@ Tables:
   job's ledger: counting an outcome flips a ``pending`` row, so a redelivered task never
   counts a scene twice, and a retry or the stale-job reaper knows exactly what is unfinished.
 - ``scene_failures``: the dead-letter record, one row per (scene, job, stage) with the reason.
+- ``detected_objects``: the objects the detection pipeline found in a scene; re-running the
+  pipeline on a scene replaces them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base",
+    "DetectedObject",
     "Job",
     "JobScene",
     "JobStatus",
@@ -134,6 +137,8 @@ class Scene(Base):
     colors: Mapped[dict[str, Any] | None] = mapped_column()
     depth_key: Mapped[str | None] = mapped_column(String(512))
     depth_model: Mapped[str | None] = mapped_column(String(128))
+    # {"unit", "offset", "scale", "min", "max", "width", "height"}: value = offset + scale * png
+    depth_info: Mapped[dict[str, Any] | None] = mapped_column()
     clip_embedding: Mapped[list[Any] | None] = mapped_column()
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
@@ -178,3 +183,38 @@ class SceneFailure(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("scene_id", "job_id", "stage"),)
+
+
+class DetectedObject(Base):
+    """One object found in a scene by the detection pipeline (``detected_objects``).
+
+    ``bbox`` is ``[x, y, w, h]`` in pixels of the stored image (COCO convention: top-left
+    corner, width, height). ``mask_rle`` is a COCO RLE (``{"size": [h, w], "counts": str}``,
+    pycocotools' compressed form); ``mask_area`` its pixel count; ``mask_box_iou`` the IoU of
+    the mask's bounding box with the detector's box that prompted it. Depth statistics are in
+    the unit of the scene's depth map (``scenes.depth_info.unit``).
+    """
+
+    __tablename__ = "detected_objects"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    scene_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("scenes.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    bbox: Mapped[list[Any]] = mapped_column()
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    taxonomy_group: Mapped[str] = mapped_column(String(64), index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    mask_rle: Mapped[dict[str, Any] | None] = mapped_column()
+    mask_area: Mapped[int | None] = mapped_column(Integer)
+    mask_box_iou: Mapped[float | None] = mapped_column(Float)
+    depth_median: Mapped[float | None] = mapped_column(Float)
+    depth_min: Mapped[float | None] = mapped_column(Float)
+    depth_max: Mapped[float | None] = mapped_column(Float)
+    colors: Mapped[dict[str, Any] | None] = mapped_column()
+    # {"detector": "yolo11n.pt@8.4.190", "segmenter": ..., "depth": ...}
+    models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

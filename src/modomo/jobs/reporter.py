@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from modomo.config import get_settings
-from modomo.db.models import Job, JobStatus, Scene, utcnow
+from modomo.db.models import DetectedObject, Job, JobStatus, Scene, utcnow
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import JobCounts, apply_outcomes, record_failures
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 SCENES = cast(Table, Scene.__table__)
+OBJECTS = cast(Table, DetectedObject.__table__)
 _throttle_lock = threading.Lock()
 _last_write: dict[uuid.UUID, float] = {}
 
@@ -58,17 +59,32 @@ class _Pending:
     failures: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
     # scene column updates, grouped by the columns they set, for one executemany per group
     scene_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+    # each scene's complete new set of detected objects (replacing what it had)
+    objects: dict[uuid.UUID, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.done or self.failed or self.scene_values)
+        return bool(self.done or self.failed or self.scene_values or self.objects)
 
     def add_values(self, scene_id: uuid.UUID, values: dict[str, Any]) -> None:
         self.scene_values.setdefault(tuple(sorted(values)), []).append(
             {"_scene_id": scene_id, **values}
         )
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Session, job_id: uuid.UUID) -> None:
         now = utcnow()
+        if self.objects:
+            scene_ids = sorted(self.objects)
+            # Lock the scenes (PostgreSQL) so two deliveries of one batch replace objects one
+            # after the other and never interleave into duplicates; SQLite serialises writers.
+            session.execute(select(SCENES.c.id).where(SCENES.c.id.in_(scene_ids)).with_for_update())
+            session.execute(delete(OBJECTS).where(OBJECTS.c.scene_id.in_(scene_ids)))
+            rows = [
+                {**row, "id": uuid.uuid4(), "scene_id": sid, "job_id": job_id, "created_at": now}
+                for sid in scene_ids
+                for row in self.objects[sid]
+            ]
+            if rows:
+                session.execute(insert(OBJECTS), rows)
         for columns, rows in self.scene_values.items():
             statement = (
                 update(SCENES)
@@ -133,6 +149,7 @@ class ProgressReporter:
         self,
         scene_id: uuid.UUID | str,
         values: dict[str, Any] | None = None,
+        objects: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record that a scene passed the stage, with its results.
 
@@ -140,11 +157,16 @@ class ProgressReporter:
             scene_id: the scene.
             values: ``scenes`` columns to set (e.g. ``{"colors": {...}}``); batched into one
                 executemany per write, in the transaction that counts the outcome.
+            objects: when given, the scene's complete set of ``detected_objects`` rows
+                (columns without id, scene_id, job_id): its old objects are deleted and these
+                inserted in the same transaction, so a re-run never duplicates them.
         """
         sid = uuid.UUID(str(scene_id))
         self._pending.done.append(sid)
         if values:
             self._pending.add_values(sid, values)
+        if objects is not None:
+            self._pending.objects[sid] = objects
         self.flush()
 
     def failed(
@@ -185,7 +207,7 @@ class ProgressReporter:
                 _last_write[self.job_id] = now
         pending, self._pending = self._pending, _Pending()
         with session_scope() as session:
-            pending.write(session)
+            pending.write(session, self.job_id)
             record_failures(session, self.job_id, pending.failures)
             counts = apply_outcomes(
                 session, self.job_id, pending.done, pending.failed, stage=self.stage

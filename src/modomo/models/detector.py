@@ -1,0 +1,108 @@
+"""The object detector: Ultralytics YOLO, its classes mapped to the interior taxonomy.
+
+Output is the pipeline's one detections type, ``supervision.Detections``: ``xyxy`` (N, 4)
+float32 boxes in pixels of the input image, ``confidence`` (N,), ``class_id`` (N,) the
+detector's own ids, and ``data["category"]`` / ``data["taxonomy_group"]`` (N,) str arrays from
+:mod:`modomo.analysis.taxonomy`. Classes outside the taxonomy are never returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import supervision as sv
+
+from modomo.analysis.taxonomy import ClassMap
+from modomo.models.weights import Weights
+
+__all__ = ["YoloDetector", "empty_detections"]
+
+
+def empty_detections() -> sv.Detections:
+    """Detections with no boxes, carrying the taxonomy data keys."""
+    detections = sv.Detections.empty()
+    detections.data["category"] = np.array([], dtype=object)
+    detections.data["taxonomy_group"] = np.array([], dtype=object)
+    return detections
+
+
+class YoloDetector:
+    """Ultralytics YOLO on a list of images.
+
+    Args:
+        weights: resolved ``.pt`` weights (see :mod:`modomo.models.weights`).
+        device: torch device string.
+        half: float16 inference (CUDA only).
+        threshold: minimum confidence, 0–1.
+        image_size: inference size in pixels (longest side, letterboxed).
+        max_detections: at most this many boxes per image.
+
+    Raises:
+        ValueError: none of the model's classes is in the taxonomy.
+    """
+
+    def __init__(
+        self,
+        weights: Weights,
+        device: str,
+        *,
+        half: bool,
+        threshold: float,
+        image_size: int,
+        max_detections: int = 100,
+    ) -> None:
+        from ultralytics import YOLO
+
+        self.weights = weights
+        self.model = YOLO(str(weights.path), task="detect")
+        self.class_map = ClassMap.for_model(self.model.names)
+        if not self.class_map.kept_ids:
+            raise ValueError(
+                f"none of the classes of {weights.name} is in the interior taxonomy: "
+                f"{sorted(self.model.names.values())[:10]}…"
+            )
+        self.device = device
+        self.half = half and device.startswith("cuda")
+        self.threshold = threshold
+        self.image_size = image_size
+        self.max_detections = max_detections
+        self._classes = sorted(self.class_map.kept_ids)
+
+    def detect(self, images: list[np.ndarray]) -> list[sv.Detections]:
+        """Detect the taxonomy's objects in a batch of images.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays (sizes may differ).
+
+        Returns:
+            One ``supervision.Detections`` per image, boxes xyxy in that image's pixels.
+        """
+        if not images:
+            return []
+        # Ultralytics reads numpy arrays as OpenCV does: BGR.
+        bgr = [np.ascontiguousarray(image[..., ::-1]) for image in images]
+        results = self.model.predict(
+            bgr,
+            conf=self.threshold,
+            imgsz=self.image_size,
+            device=self.device,
+            quantize=16 if self.half else None,
+            classes=self._classes,
+            max_det=self.max_detections,
+            verbose=False,
+        )
+        return [self._to_detections(result) for result in results]
+
+    def _to_detections(self, result: Any) -> sv.Detections:
+        detections = sv.Detections.from_ultralytics(result)
+        if len(detections) == 0:
+            return empty_detections()
+        class_ids: Any = detections.class_id if detections.class_id is not None else []
+        categories = [self.class_map.lookup(int(c)) for c in class_ids]
+        keep = np.array([c is not None for c in categories], dtype=bool)
+        detections = cast(sv.Detections, detections[keep])
+        kept = [c for c in categories if c is not None]
+        detections.data["category"] = np.array([c.name for c in kept], dtype=object)
+        detections.data["taxonomy_group"] = np.array([c.group for c in kept], dtype=object)
+        return detections

@@ -1,0 +1,303 @@
+"""Detection tasks (queues ``detection`` and ``ai_processing``): detect → segment → depth →
+colours, on batches of scenes, with the models loaded once per worker process.
+
+Thin: read the batch's scenes, decode their images on a background thread while the models
+run on the previous chunk (:func:`modomo.batching.prefetch`), hand the images to
+:class:`modomo.inference.DetectionPipeline`, store each scene's depth PNG and count its
+outcome, objects and all, through the progress reporter in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from typing import Any
+
+import numpy as np
+import supervision as sv
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import celeryd_after_setup, worker_process_init
+from sqlalchemy import select
+
+from modomo.analysis.masks import xywh_to_xyxy
+from modomo.artifacts import artifact_store
+from modomo.batching import prefetch
+from modomo.celery_app import app
+from modomo.config import get_settings
+from modomo.db.models import DetectedObject, Scene, SceneStatus
+from modomo.db.session import session_scope
+from modomo.images import ImageError, LoadedImage
+from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
+from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
+from modomo.tasks.base import BatchTask
+from modomo.tasks.color_tasks import RETRY, UNUSABLE, load_scene_image
+
+__all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
+
+log = logging.getLogger(__name__)
+
+STAGE = "detect"
+AI_QUEUES = ("ai_processing", "detection")
+
+
+def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
+    from modomo.models.registry import registry
+
+    settings = get_settings()
+    return DetectionPipeline(
+        registry(),
+        parse_stages(list(stages)),
+        batch_size=settings.ai_batch_size,
+        palette_size=settings.palette_size,
+    )
+
+
+def depth_key(scene_id: uuid.UUID) -> str:
+    """The artifact key of a scene's depth PNG."""
+    return f"depth/{scene_id}.png"
+
+
+def _scene_values(scene_id: uuid.UUID, result: SceneResult) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if result.depth_png is not None:
+        key = artifact_store().put_bytes(depth_key(scene_id), result.depth_png)
+        values.update(depth_key=key, depth_model=result.depth_model, depth_info=result.depth_info)
+    if result.colors is not None:
+        values["colors"] = result.colors
+    return values
+
+
+def _stored_detections(scene_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, sv.Detections]:
+    """Each scene's stored objects as detections (boxes, categories), for re-running masks,
+    depth and colours without re-detecting."""
+    rows: dict[uuid.UUID, list[Any]] = {}
+    with session_scope() as session:
+        for row in session.execute(
+            select(
+                DetectedObject.scene_id,
+                DetectedObject.bbox,
+                DetectedObject.confidence,
+                DetectedObject.category,
+                DetectedObject.taxonomy_group,
+            ).where(DetectedObject.scene_id.in_(list(scene_ids)))
+        ):
+            rows.setdefault(row.scene_id, []).append(row)
+    found = {}
+    for scene_id, objects in rows.items():
+        detections = sv.Detections(
+            xyxy=np.array([xywh_to_xyxy(o.bbox) for o in objects], dtype=np.float32),
+            confidence=np.array([o.confidence for o in objects], dtype=np.float32),
+        )
+        detections.data["category"] = np.array([o.category for o in objects], dtype=object)
+        detections.data["taxonomy_group"] = np.array(
+            [o.taxonomy_group for o in objects], dtype=object
+        )
+        found[scene_id] = detections
+    return found
+
+
+class DetectionBatchTask(BatchTask):
+    stage = STAGE
+
+
+@app.task(bind=True, base=DetectionBatchTask, **RETRY)
+def process_scenes_batch(
+    self: Task,
+    job_id: str,
+    scene_ids: list[str],
+    stages: list[str] | None = None,
+    redetect: bool = True,
+) -> dict[str, Any]:
+    """Run the detection pipeline on a batch of a job's scenes and store the results.
+
+    A scene's objects are replaced (never added to), its depth PNG overwritten, so running a
+    batch twice gives the same rows. The job's status is checked between chunks: a
+    cancelled job stops here. An image that cannot be decoded, or a scene that fails even at
+    batch size 1, is counted as failed with the reason; the rest of the batch goes on.
+
+    Args:
+        job_id: the job (uuid string).
+        scene_ids: the batch's scene ids (uuid strings).
+        stages: a subset of ``detect, segment, depth, colors`` (default: all).
+        redetect: False re-uses each scene's stored boxes where it has any (masks, depth
+            and colours are recomputed); True runs the detector.
+
+    Returns:
+        ``{"done", "failed", "skipped", "objects", "writes"}`` for this batch.
+    """
+    ids = [uuid.UUID(s) for s in scene_ids]
+    done = failed = objects = 0
+    with ProgressReporter(job_id, STAGE, task=self) as reporter:
+        if not reporter.active:
+            return {"done": 0, "failed": 0, "skipped": len(ids), "objects": 0, "writes": 0}
+        pipeline = _pipeline(stages or STAGES)
+        try:
+            pipeline.load()
+        except Exception as exc:  # missing weights, bad device: every scene says why
+            log.error("cannot load the models of job %s: %s", job_id, exc)
+            for scene_id in ids:
+                reporter.failed(scene_id, f"models unavailable: {exc}")
+            return {"done": 0, "failed": len(ids), "skipped": 0, "objects": 0, "writes": 0}
+        with session_scope() as session:
+            rows = session.execute(select(Scene.id, Scene.image_key).where(Scene.id.in_(ids)))
+            keys = {row.id: row.image_key for row in rows}
+        given = {} if redetect else _stored_detections(ids)
+
+        def load(chunk: list[uuid.UUID]) -> list[LoadedImage | BaseException]:
+            images: list[LoadedImage | BaseException] = []
+            for sid in chunk:
+                try:
+                    if not keys.get(sid):
+                        raise LookupError(f"scene {sid} has no stored image")
+                    images.append(load_scene_image(keys[sid]))  # type: ignore[arg-type]
+                except Exception as exc:
+                    images.append(exc)
+            return images
+
+        size = pipeline.batch_size
+        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+        with closing(prefetch(chunks, load)) as loads:
+            for position, (chunk, loaded) in enumerate(loads):
+                if not reporter.active:
+                    break
+                counted: set[uuid.UUID] = set()
+                try:
+                    images = loaded.result()
+                    usable = [
+                        (sid, img)
+                        for sid, img in zip(chunk, images, strict=True)
+                        if isinstance(img, LoadedImage)
+                    ]
+                    for sid, img in zip(chunk, images, strict=True):
+                        if isinstance(img, ImageError):
+                            reporter.failed(sid, str(img), UNUSABLE)
+                        elif isinstance(img, BaseException):
+                            reporter.failed(sid, f"missing input: {img}")
+                        else:
+                            continue
+                        counted.add(sid)
+                        failed += 1
+                    results = pipeline.run(
+                        [img for _, img in usable], [given.get(sid) for sid, _ in usable]
+                    )
+                    for (sid, _), result in zip(usable, results, strict=True):
+                        if isinstance(result, BaseException):
+                            log.warning("scene %s failed: %r", sid, result)
+                            reporter.failed(sid, f"{type(result).__name__}: {result}")
+                            counted.add(sid)
+                            failed += 1
+                            continue
+                        reporter.succeeded(sid, _scene_values(sid, result), result.objects)
+                        counted.add(sid)
+                        done += 1
+                        objects += len(result.objects)
+                except SoftTimeLimitExceeded:
+                    for sid in chunk:
+                        if sid not in counted:
+                            reporter.failed(sid, "soft time limit exceeded in the detection chunk")
+                            failed += 1
+                    rest = [str(s) for c in chunks[position + 1 :] for s in c]
+                    if rest:  # the rest of the batch goes on in a new task, not lost
+                        self.apply_async(args=(job_id, rest), kwargs={"stages": stages})
+                    break
+    return {
+        "done": done,
+        "failed": failed,
+        "skipped": len(ids) - done - failed,
+        "objects": objects,
+        "writes": reporter.writes,
+    }
+
+
+@app.task(bind=True, **RETRY)
+def run_detection_pipeline(
+    self: Task,
+    job_id: str,
+    image_url: str | None = None,
+    scene_id: str | None = None,
+    stages: list[str] | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Start a detection job: ingest ``image_url``, or take ``scene_id``, or (neither) the
+    scenes that have no objects yet, and fan them out in batches to ``ai_processing``.
+
+    Args:
+        job_id: a pending job created by the caller.
+        image_url: an http(s) image to fetch (safe fetch, size limits) and process.
+        scene_id: an existing scene to process.
+        stages: pipeline stages (default: all).
+        limit: with neither, at most this many scenes (oldest first).
+
+    Returns:
+        ``{"scenes": n, "batches": b}``.
+    """
+    from modomo.sources import ingest
+    from modomo.sources.inputs import Input
+
+    parse_stages(stages or list(STAGES))  # refuse a bad pipeline before any work
+    if image_url:
+        scene_ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids
+    elif scene_id:
+        scene_ids = [uuid.UUID(scene_id)]
+    else:
+        with session_scope() as session:
+            has_objects = select(DetectedObject.scene_id).distinct()
+            query = (
+                select(Scene.id)
+                .where(
+                    Scene.status != SceneStatus.FAILED,
+                    Scene.image_key.is_not(None),
+                    Scene.depth_key.is_(None),
+                    Scene.id.not_in(has_objects),
+                )
+                .order_by(Scene.created_at)
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            scene_ids = list(session.scalars(query))
+    task_ids = dispatch_batches(
+        job_id, process_scenes_batch, scene_ids, get_settings().batch_size, stages=stages
+    )
+    finish_if_done(job_id)
+    return {"scenes": len(scene_ids), "batches": len(task_ids)}
+
+
+@app.task(bind=True, **RETRY)
+def reprocess_scene_objects(
+    self: Task, job_id: str, scene_id: str, force_redetection: bool = False
+) -> dict[str, Any]:
+    """Re-run one scene through the pipeline, replacing its objects.
+
+    Without ``force_redetection`` the scene's stored boxes are kept and its masks, depth
+    and colours recomputed (the detector runs only when it has no objects); with it, the
+    detector runs again. Counted into ``job_id`` like any batch.
+    """
+    return process_scenes_batch.run(  # type: ignore[no-any-return]
+        job_id, [scene_id], stages=None, redetect=force_redetection
+    )
+
+
+_consumes_ai_queues = False
+
+
+@celeryd_after_setup.connect
+def _note_queues(sender: str, instance: Any, **_: Any) -> None:
+    # In the worker's parent, before the fork: only AI workers warm their models up.
+    global _consumes_ai_queues
+    consumed = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    _consumes_ai_queues = bool(consumed & set(AI_QUEUES))
+
+
+@worker_process_init.connect
+def _warm_up(**_: Any) -> None:
+    # In the worker child, after the fork: load the models before the first task when asked.
+    if _consumes_ai_queues and get_settings().ai_warmup:
+        from modomo.models.registry import registry
+
+        try:
+            registry().warm_up(STAGES)
+        except Exception:  # a task will report the reason per scene
+            log.exception("model warm-up failed")
