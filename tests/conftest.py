@@ -115,3 +115,20 @@ def data_dir() -> Path:
     path = _state["data_dir"]
     assert isinstance(path, Path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small random-weight YOLO, SAM 2.1, Depth Anything and ZoeDepth checkpoints, built from
+    configs by ``scripts/build_random_models.py`` (test plumbing only: outputs are noise)."""
+    import importlib.util
+
+    from tests.support import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "build_random_models", REPO / "scripts" / "build_random_models.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build(tmp_path_factory.mktemp("models"), "tiny")  # type: ignore[no-any-return]

@@ -68,18 +68,23 @@ def celery_worker(
     concurrency: int = 1,
     pool: str = "prefork",
     log_path: Path | None = None,
+    command: list[str] | None = None,
     **env: str,
 ) -> Iterator[str]:
     """Run a real ``celery worker`` subprocess until the block ends; yields its hostname.
 
-    Waits until the worker answers a broadcast ping; stops it with SIGTERM (SIGKILL after 20 s).
+    ``command`` replaces the ``celery worker`` command line (``-n HOSTNAME`` is appended),
+    e.g. ``modomo worker --ai``. Waits until the worker answers a broadcast ping; stops it
+    with SIGTERM (SIGKILL after 20 s).
     """
     from modomo.celery_app import app
 
     hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
+    argv = (
+        [*command, "-n", hostname]
+        if command
+        else [
             sys.executable,
             "-m",
             "celery",
@@ -98,7 +103,10 @@ def celery_worker(
             "--without-gossip",
             "-l",
             "INFO",
-        ],
+        ]
+    )
+    process = subprocess.Popen(
+        argv,
         cwd=REPO,
         env=worker_env(**env),
         stdout=log,

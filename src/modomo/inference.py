@@ -18,7 +18,13 @@ import supervision as sv
 
 from modomo.analysis.colors import extract_palette
 from modomo.analysis.depth import DepthMap, depth_stats, encode_depth_png
-from modomo.analysis.masks import box_iou, encode_rle, mask_bbox_xyxy, xyxy_to_xywh
+from modomo.analysis.masks import (
+    box_iou,
+    clip_masks_to_boxes,
+    encode_rle,
+    mask_bbox_xyxy,
+    xyxy_to_xywh,
+)
 from modomo.batching import map_with_backoff
 from modomo.images import LoadedImage
 from modomo.models.detector import empty_detections
@@ -183,7 +189,7 @@ class DetectionPipeline:
         if "segment" in self.stages:
             segmented = self.models.segmenter().segment(rgbs, [d.xyxy for d in detections])
             for det, (masks, _scores) in zip(detections, segmented, strict=True):
-                det.mask = masks if len(det) else None
+                det.mask = clip_masks_to_boxes(masks, det.xyxy) if len(det) else None
         depths: list[DepthMap | None] = [None] * len(chunk)
         if "depth" in self.stages:
             depths = list(self.models.depth().estimate(rgbs))

@@ -15,6 +15,7 @@ from pycocotools import mask as mask_utils
 
 __all__ = [
     "box_iou",
+    "clip_masks_to_boxes",
     "decode_rle",
     "encode_rle",
     "mask_bbox_xyxy",
@@ -94,3 +95,30 @@ def xywh_to_xyxy(box: list[float] | np.ndarray) -> np.ndarray:
     """COCO ``[x, y, w, h]`` to ``(x1, y1, x2, y2)``, pixels, as a (4,) float64 array."""
     x, y, w, h = (float(v) for v in box)
     return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+
+def clip_masks_to_boxes(
+    masks: np.ndarray, boxes_xyxy: np.ndarray, margin: float = 0.05
+) -> np.ndarray:
+    """Keep each mask inside its prompt box, grown by ``margin`` of the box's size per side.
+
+    SAM's box-prompted masks sometimes leak into an adjacent surface of the same colour
+    (a sofa into the wall behind it); the detector's box bounds the object, so pixels far
+    outside it are not the object.
+
+    Args:
+        masks: (N, H, W) bool.
+        boxes_xyxy: (N, 4) float xyxy boxes in pixels.
+        margin: fraction of the box's width/height allowed outside it on each side.
+
+    Returns:
+        (N, H, W) bool, a new array.
+    """
+    clipped = np.zeros_like(masks, dtype=bool)
+    height, width = masks.shape[1:3]
+    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes_xyxy, dtype=np.float64)):
+        dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+        left, top = max(int(np.floor(x1 - dx)), 0), max(int(np.floor(y1 - dy)), 0)
+        right, bottom = min(int(np.ceil(x2 + dx)), width), min(int(np.ceil(y2 + dy)), height)
+        clipped[i, top:bottom, left:right] = masks[i, top:bottom, left:right]
+    return clipped
