@@ -30,7 +30,7 @@ $(HOME)/.local/bin/uv:
 setup: .venv/.synced
 
 demo: setup
-	$(RUN) modomo process $$($(RUN) python scripts/demo_sources.py)
+	$(RUN) modomo process --pipeline auto $$($(RUN) python scripts/demo_sources.py)
 
 services:
 	@bash scripts/services.sh
@@ -50,3 +50,4 @@ requirements: setup
 bench: setup services
 	$(RUN) python bench/colors.py
 	$(RUN) python bench/queue_overhead.py
+	$(RUN) python bench/ai_pipeline.py --size tiny --images 32

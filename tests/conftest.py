@@ -64,6 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="modomo-test-"))
     _state["data_dir"] = data_dir
     os.environ["MODOMO_DATA_DIR"] = str(data_dir)
+    os.environ["YOLO_OFFLINE"] = "1"  # no DNS probes from ultralytics: tests have no network
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     missing: list[str] = []

@@ -8,6 +8,7 @@ detector's own ids, and ``data["category"]`` / ``data["taxonomy_group"]`` (N,) s
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import numpy as np
@@ -52,6 +53,9 @@ class YoloDetector:
         image_size: int,
         max_detections: int = 100,
     ) -> None:
+        # Workers never use ultralytics' online features (hub, update checks, analytics); without
+        # this, importing it probes DNS to decide whether it is online.
+        os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
 
         self.weights = weights
