@@ -86,3 +86,26 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     done = modomo("process", str(tmp_path / "nowhere"), data_dir=tmp_path)
     assert done.returncode == 2
     assert "no such file or folder" in done.stdout + done.stderr
+
+
+def test_pipeline_auto_skips_stages_without_weights(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    photos = tmp_path / "photos"
+    write_unique_images(photos, 3)
+    done = modomo("process", "--pipeline", "auto", str(photos), data_dir=data_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for stage, role in (("detect", "detector"), ("segment", "segmenter"), ("depth", "depth")):
+        assert f"skipping the {stage} stage" in done.stdout
+        assert f"modomo models pull {role}" in done.stdout
+    assert "3 total, 3 processed, 0 failed" in done.stdout
+
+
+def test_models_list_and_a_bad_pipeline(tmp_path: Path) -> None:
+    listed = modomo("models", "list", data_dir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "yolo11n.pt" in listed.stdout and "missing" in listed.stdout
+    bad = modomo("process", "--pipeline", "segment", str(tmp_path), data_dir=tmp_path)
+    assert bad.returncode == 2
+    assert "needs detect" in bad.stdout
+    bad_role = modomo("models", "pull", "colourer", data_dir=tmp_path)
+    assert bad_role.returncode == 2 and "unknown model role" in bad_role.stdout

@@ -98,8 +98,8 @@ def process(
 
     settings = get_settings()
     try:
-        inputs = expand_sources(sources)
         stages = _pipeline_stages(pipeline, settings)
+        inputs = expand_sources(sources)
     except (SourceError, ValueError) as exc:
         raise _fail(str(exc)) from None
     _ensure_database(settings)
