@@ -15,8 +15,10 @@ on CUDA, its GPU memory (nvidia-smi) and absolute images per second.
 
 Weights: built from configs with random weights (``scripts/build_random_models.py``; ``--size
 real`` is the compute of the default checkpoints: yolo11n, SAM 2.1 Hiera-tiny, Depth Anything
-V2 Small), because weights cannot be downloaded on these machines. The random detector runs at
-threshold 1e-6 with at most ``--boxes`` boxes per image, so SAM decodes that many prompts.
+V2 Small), because weights cannot be downloaded on these machines. A random detector ranks one
+class first everywhere, so its 80 classes are renamed after taxonomy categories (every box is
+kept), and it runs at threshold 1e-6 with at most ``--boxes`` boxes per image: SAM decodes that
+many prompts per image, as on a furnished room.
 
 Backends: ``redis-pg`` (Redis DB 13 and a throw-away PostgreSQL database on loopback, as in
 production) or ``sqlite`` (the embedded SQLite broker and database, for machines without
@@ -70,6 +72,19 @@ def make_images(count: int, folder: Path) -> list[str]:
         path.write_bytes(buffer.getvalue())
         paths.append(str(path))
     return paths
+
+
+def relabelled_detector(weights: Path, out: Path) -> Path:
+    """The random YOLO checkpoint with its classes named after taxonomy categories."""
+    from ultralytics import YOLO
+
+    from modomo.analysis.taxonomy import CATEGORIES
+
+    model = YOLO(str(weights), task="detect")
+    categories = sorted(CATEGORIES)
+    model.model.names = {i: categories[i % len(categories)] for i in model.model.names}
+    model.save(out)
+    return out
 
 
 def wait_until_final(job_id: object, timeout_s: float = 1200) -> None:
@@ -135,9 +150,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="modomo-ai-bench-"))
     models = _script("build_random_models").build(work / "models", args.size)  # type: ignore[attr-defined]
+    detector = relabelled_detector(models["yolo"], work / "models" / "yolo-taxonomy.pt")
     env = {
         "MODOMO_DATA_DIR": str(work / "data"),
-        "MODOMO_DETECTOR_WEIGHTS": str(models["yolo"]),
+        "MODOMO_DETECTOR_WEIGHTS": str(detector),
         "MODOMO_SEGMENTER_WEIGHTS": str(models["sam2"]),
         "MODOMO_DEPTH_WEIGHTS": str(models["depth_anything"]),
         "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(models["zoedepth"]),
