@@ -198,3 +198,19 @@ def test_celery_parent_never_imports_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_non_images_keep_pillows_reason_after_ultralytics_is_imported(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """ultralytics patches PIL.Image.open to pip-install pi-heif on unknown files; a worker
+    must report Pillow's reason and install nothing."""
+    import ultralytics  # noqa: F401  (the import applies the patch)
+
+    from modomo.images import ImageError
+
+    ModelRegistry(settings_for(tiny_models, tmp_path)).detector()
+    for data in (b"<html>not an image</html>" * 4, b"\x00\x01\x02\x03" * 64):
+        with pytest.raises(ImageError) as info:
+            load_image(data, max_pixels=10**8)
+        assert "pi_heif" not in str(info.value) and "pi-heif" not in str(info.value)

@@ -118,7 +118,9 @@ def clip_masks_to_boxes(
     height, width = masks.shape[1:3]
     for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes_xyxy, dtype=np.float64)):
         dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-        left, top = max(int(np.floor(x1 - dx)), 0), max(int(np.floor(y1 - dy)), 0)
-        right, bottom = min(int(np.ceil(x2 + dx)), width), min(int(np.ceil(y2 + dy)), height)
+        # rounded, not floored/ceiled: on a thin box (a lamp's pole) a whole extra pixel per
+        # side would be a large share of the box
+        left, top = max(round(x1 - dx), 0), max(round(y1 - dy), 0)
+        right, bottom = min(round(x2 + dx), width), min(round(y2 + dy), height)
         clipped[i, top:bottom, left:right] = masks[i, top:bottom, left:right]
     return clipped

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -73,6 +74,21 @@ _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 
 class ImageError(ValueError):
     """An input that is not a usable image; ``str(e)`` is a clear, user-facing reason."""
+
+
+def pillow_open(fp: io.BytesIO, formats: tuple[str, ...] | list[str] | None = None) -> Image.Image:
+    """Pillow's own ``Image.open``, even after ultralytics has been imported.
+
+    Importing ultralytics replaces ``PIL.Image.open`` with a wrapper that, on a file Pillow
+    cannot identify, tries to pip-install ``pi-heif`` and re-raises ``No module named
+    'pi_heif'``: a non-image must fail with Pillow's reason, and a worker must never
+    install packages.
+    """
+    opener = Image.open
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and opener is getattr(patches, "image_open", None):
+        opener = patches._image_open
+    return opener(fp, formats=formats)
 
 
 @dataclass(frozen=True)
@@ -229,7 +245,7 @@ def _open_checked(
 
     with _converting_errors(max_pixels):
         try:
-            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            im = pillow_open(io.BytesIO(data), formats=_OPEN_FORMATS)
         except UnidentifiedImageError:
             raise ImageError(_describe_unidentified(data)) from None
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 import supervision as sv
+from PIL import Image
 
 from modomo.analysis.taxonomy import ClassMap
 from modomo.models.weights import Weights
@@ -57,6 +58,12 @@ class YoloDetector:
         # this, importing it probes DNS to decide whether it is online.
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
+        from ultralytics.utils import patches
+
+        # ...and it replaces PIL.Image.open with a wrapper that pip-installs pi-heif on files
+        # Pillow cannot read; give this process back Pillow's own (see images.loading).
+        if Image.open is patches.image_open:
+            Image.open = patches._image_open
 
         self.weights = weights
         self.model = YOLO(str(weights.path), task="detect")
