@@ -192,3 +192,26 @@ def test_reprocess_keeps_boxes_unless_forced(
         assert len(again) == len(boxes)
         if not force:
             assert again == boxes
+
+
+def test_run_detection_pipeline_on_a_scene(
+    ai_worker: str, scenes: dict[str, tuple[np.ndarray, list[str]]]
+) -> None:
+    """The coordinator task (queue ``detection``) fans a scene out to ``ai_processing``."""
+    from modomo.tasks.detection_tasks import run_detection_pipeline
+
+    path = sorted(scenes)[10]
+    job_id = create_job("ingest-only", {})
+    scene_id = ingest(job_id, expand_sources([path])).scene_ids[0]
+    detection_job = create_job("detection", {"scene_id": str(scene_id)})
+    result = run_detection_pipeline.apply_async(
+        args=(str(detection_job),), kwargs={"scene_id": str(scene_id), "stages": ["detect"]}
+    ).get(timeout=60)
+    assert result == {"scenes": 1, "batches": 1}
+    job = wait_for_job(detection_job, timeout_s=120)
+    assert (job["status"], job["processed"], job["failed"]) == ("completed", 1, 0)
+    found = objects_by_scene([scene_id])[scene_id]
+    assert len(found) >= 1
+    # detect only: boxes and categories, no masks or depth
+    assert all(o.mask_rle is None and o.depth_median is None for o in found)
+    assert {o.models.get("detector", "") for o in found} != {""}
