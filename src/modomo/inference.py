@@ -123,11 +123,6 @@ class DetectionPipeline:
         """
         self.models.warm_up(self.stages)
 
-    @property
-    def uses_models(self) -> bool:
-        """False for a colours-only pipeline."""
-        return any(s in self.stages for s in ("detect", "segment", "depth"))
-
     def model_labels(self) -> dict[str, str]:
         """``{role: name@version}`` of the loaded models of this pipeline's stages."""
         labels = {}

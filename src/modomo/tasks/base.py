@@ -1,4 +1,5 @@
-"""The base class of batch tasks: a batch that fails for good fails its scenes, visibly."""
+"""What every batch task shares: the base class (a batch that fails for good fails its
+scenes, visibly), the database-retry policy, and reading a scene's stored image."""
 
 from __future__ import annotations
 
@@ -7,11 +8,39 @@ import uuid
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import DBAPIError
 
+from modomo.artifacts import artifact_store
+from modomo.config import get_settings
+from modomo.db.models import SceneStatus
 from modomo.db.session import session_scope
+from modomo.images import LoadedImage, load_image
 from modomo.jobs.accounting import fail_pending
 
-__all__ = ["BatchTask"]
+__all__ = ["RETRY", "UNUSABLE", "BatchTask", "load_scene_image"]
+
+# Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
+RETRY: dict[str, Any] = {
+    "autoretry_for": (DBAPIError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
+
+UNUSABLE = {"status": SceneStatus.FAILED}
+"""Scene values for an image that cannot be decoded."""
+
+
+def load_scene_image(image_key: str) -> LoadedImage:
+    """Read a stored image and decode it (RGB plus the alpha mask of transparent images).
+
+    Raises:
+        ImageError: the image is not usable (corrupt, truncated, too large …).
+        FileNotFoundError: the image is missing from the artifact store.
+    """
+    data = artifact_store().get_bytes(image_key)
+    return load_image(data, max_pixels=get_settings().max_image_pixels)
+
 
 log = logging.getLogger(__name__)
 

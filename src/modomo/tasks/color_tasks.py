@@ -17,39 +17,20 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
 from modomo.analysis.colors import extract_palette
-from modomo.artifacts import artifact_store
 from modomo.batching import prefetch
 from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
-from modomo.images import ImageError, LoadedImage, load_image
+from modomo.images import ImageError, LoadedImage
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
-from modomo.tasks.base import BatchTask
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image
 
 __all__ = ["process_colors_batch", "process_scene_colors", "run_color_processing_job"]
 
 log = logging.getLogger(__name__)
 
 STAGE = "colors"
-# Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
-RETRY = {
-    "autoretry_for": (DBAPIError,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "max_retries": 8,
-}
-
-
-def load_scene_image(image_key: str) -> LoadedImage:
-    """Read a stored image and decode it (RGB plus the alpha mask of transparent images).
-
-    Raises:
-        ImageError: the image is not usable (corrupt, truncated, too large …).
-        FileNotFoundError: the image is missing from the artifact store.
-    """
-    data = artifact_store().get_bytes(image_key)
-    return load_image(data, max_pixels=get_settings().max_image_pixels)
 
 
 def palette_json(image: LoadedImage) -> dict[str, Any]:
@@ -67,10 +48,6 @@ def palette_json(image: LoadedImage) -> dict[str, Any]:
 def scene_palette(image_key: str) -> dict[str, Any]:
     """Decode a stored image and return its palette JSON (see :func:`load_scene_image`)."""
     return palette_json(load_scene_image(image_key))
-
-
-UNUSABLE = {"status": SceneStatus.FAILED}
-"""Scene values for an image that cannot be decoded."""
 
 
 class ColorBatchTask(BatchTask):

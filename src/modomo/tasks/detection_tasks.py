@@ -32,8 +32,7 @@ from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
 from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
-from modomo.tasks.base import BatchTask
-from modomo.tasks.color_tasks import RETRY, UNUSABLE, load_scene_image
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
 
