@@ -51,3 +51,5 @@ bench: setup services
 	$(RUN) python bench/colors.py
 	$(RUN) python bench/queue_overhead.py
 	$(RUN) python bench/ai_pipeline.py --size tiny --images 32
+	$(RUN) python bench/api_load.py
+	$(RUN) python bench/import.py

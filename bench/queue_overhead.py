@@ -22,21 +22,15 @@ import argparse
 import io
 import os
 import platform
-import secrets
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
-import redis
 from PIL import Image
+from services import drop_services, fresh_services, start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/13"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def sample_photos() -> list[np.ndarray]:
@@ -111,20 +105,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    database = f"modomo_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    work = Path(tempfile.mkdtemp(prefix="modomo-bench-"))
-    os.environ.update(
-        {
-            "MODOMO_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
-            "REDIS_URL": REDIS_URL,
-            "MODOMO_DATA_DIR": str(work / "data"),
-        }
-    )
-    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DATABASE_URL"):
-        os.environ.pop(name, None)
+    database, work = fresh_services(REDIS_URL)
     worker = None
     try:
         from modomo.celery_app import app
@@ -156,34 +137,7 @@ def main() -> None:
                 session.scalars(select(Scene.image_key).where(Scene.id.in_(report.scene_ids)))
             )
 
-        hostname = f"bench-{secrets.token_hex(3)}@localhost"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "modomo.celery_app",
-                "worker",
-                "-Q",
-                "color_processing",
-                "-c",
-                "1",
-                "--pool",
-                "prefork",
-                "-n",
-                hostname,
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                os.environ.get("BENCH_LOGLEVEL", "WARNING"),
-            ],
-            cwd=REPO,
-            env=os.environ.copy(),
-        )
-        while not app.control.ping(destination=[hostname], timeout=0.5):
-            if worker.poll() is not None:
-                raise SystemExit("the worker did not start")
+        worker, hostname = start_worker("color_processing")
 
         # Both sides warm up first (imports, connections, caches), so that the figures are
         # those of a long-lived worker: a warm-up job through the worker, a warm-up call here.
@@ -219,9 +173,7 @@ def main() -> None:
         if worker is not None:
             worker.terminate()
             worker.wait(30)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        drop_services(database, REDIS_URL, work)
 
     ratio = queued_s / direct_s
     print(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure Redis and PostgreSQL answer on loopback (../shared/design/SERVICES.md).
 # Starts them when they are down and this user may (root); installs them with apt-get when
-# they are missing and CI=true. Exits non-zero when either is still down.
+# they are missing and CI=true, and Debian's Chromium + ChromeDriver for the browser test.
+# Exits non-zero when Redis or PostgreSQL is still down.
 set -uo pipefail
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -28,6 +29,10 @@ if ! pg_up; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     for _ in $(seq 100); do pg_up && break; sleep 0.1; done
   fi
+fi
+
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  apt_install chromium chromium-driver || echo "no Chromium: the dashboard browser test skips" >&2
 fi
 
 ok=0

@@ -121,13 +121,18 @@ def celery_worker(
                 raise RuntimeError(f"worker {hostname} did not answer a ping in 60 s")
         yield hostname
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started here: SIGTERM, then SIGKILL after 20 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for_job(job_id: uuid.UUID | str, timeout_s: float = 120) -> dict:
@@ -143,3 +148,47 @@ def wait_for_job(job_id: uuid.UUID | str, timeout_s: float = 120) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s: {job}")
         time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def api_server(log_path: Path | None = None, **env: str) -> Iterator[str]:
+    """Run ``modomo api`` (uvicorn) on a free loopback port until the block ends; yields its
+    base URL once ``/health`` answers. ``env`` adds settings for the server only."""
+    import httpx
+
+    port = free_port()
+    log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modomo.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=worker_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"API exited with {process.returncode}; log: {log_path}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"API on {base} did not answer /health in 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        stop(process)
+        log.close()

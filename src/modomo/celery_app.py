@@ -51,7 +51,12 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 }
 """Routes by task module: each domain's tasks go to that domain's queue."""
 
-TASK_MODULES: tuple[str, ...] = ("modomo.tasks.color_tasks", "modomo.tasks.detection_tasks")
+TASK_MODULES: tuple[str, ...] = (
+    "modomo.tasks.color_tasks",
+    "modomo.tasks.detection_tasks",
+    "modomo.tasks.scraping_tasks",
+    "modomo.tasks.import_tasks",
+)
 """Modules whose tasks every worker registers."""
 
 
@@ -74,6 +79,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_track_started": True,
+        # task events feed the API's monitor and Flower (worker heartbeats are on anyway)
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,

@@ -34,7 +34,13 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="List, inspect and cancel jobs.", no_args_is_help=True)
 db_app = typer.Typer(help="The job and dataset database.", no_args_is_help=True)
 models_app = typer.Typer(help="Model weights in the local cache.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed in the database).", no_args_is_help=True)
+scrape_app = typer.Typer(help="Crawl image galleries into scenes.", no_args_is_help=True)
+import_app = typer.Typer(help="Import datasets as scenes.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(scrape_app, name="scrape")
+app.add_typer(import_app, name="import")
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -297,6 +303,231 @@ def worker(
     if hostname:
         argv += ["--hostname", hostname]
     celery_app.worker_main(argv)
+
+
+@app.command()
+def api(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default MODOMO_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default MODOMO_API_PORT, 8000).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API with uvicorn: /docs, /dashboard, jobs, scenes, monitoring."""
+    import ipaddress
+
+    import uvicorn
+
+    from modomo.console import console
+
+    settings = get_settings()
+    host = host or settings.api_host
+    if settings.auth_disabled:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise _fail(
+                f"MODOMO_AUTH_DISABLED is set: refusing to bind to {host}; "
+                "without auth the API serves loopback only (use 127.0.0.1)"
+            )
+        console.print("[yellow]auth is disabled[/] (MODOMO_AUTH_DISABLED): loopback only")
+    _ensure_database(settings)
+    port = port or settings.api_port
+    console.print(f"API on http://{host}:{port}  (docs /docs, dashboard /dashboard)")
+    uvicorn.run(
+        "modomo.api:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level == "DEBUG",
+    )
+
+
+@app.command()
+def flower(
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Start Flower with basic auth (MODOMO_FLOWER_USER / MODOMO_FLOWER_PASSWORD) on the
+    workers' broker, with their transport options, so its queue lengths are right."""
+    import os
+
+    from modomo.celery_app import app as celery_app
+
+    settings = get_settings()
+    if settings.flower_password is None or not settings.flower_password.get_secret_value():
+        raise _fail("Flower needs a password: set MODOMO_FLOWER_PASSWORD (basic auth is required)")
+    # Flower reads FLOWER_* variables; passing the credential this way keeps it out of `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = (
+        f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    )
+    celery_app.start(["flower", f"--port={port or settings.flower_port}", f"--address={address}"])
+
+
+def _run_source_job(job_type: str, task_name: str, kwargs: dict[str, object], wait: bool) -> None:
+    """Create a job, send its source task, and follow it (the CLI side of scrape and import).
+
+    With the embedded default a worker runs in this process for as long as the job does.
+    """
+    import contextlib
+
+    from modomo.celery_app import app as celery_app
+    from modomo.console import console, failures_table, follow_job, job_table
+    from modomo.embedded import embedded_worker
+    from modomo.jobs import create_job, describe_job
+
+    settings = get_settings()
+    _ensure_database(settings)
+    if settings.embedded and not wait:
+        raise _fail(
+            "--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
+            "the embedded worker lives only as long as this command"
+        )
+    celery_app.loader.import_default_modules()
+    task = celery_app.tasks[task_name]
+    task_id = str(uuid.uuid4())
+    job_id = create_job(job_type, dict(kwargs), celery_task_ids=[task_id])
+    console.print(f"job [bold]{job_id}[/] ({job_type})")
+    worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
+    with worker:
+        task.apply_async(kwargs={"job_id": str(job_id), **kwargs}, task_id=task_id)
+        if not wait:
+            console.print(f"submitted; follow with `modomo jobs show {job_id}`")
+            return
+        job = follow_job(job_id)
+    record = describe_job(job_id)
+    console.print(job_table([record]))
+    if record["failures"]:
+        console.print(failures_table(record["failures"]))
+    child = (record["params"] or {}).get("detection_job_id")
+    if child:
+        console.print(f"detection job for the imported scenes: [bold]{child}[/]")
+    if job.status != "completed":
+        raise typer.Exit(1)
+
+
+@scrape_app.command("houzz")
+def scrape_houzz(
+    room_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--room-type",
+            help="Room galleries to crawl (repeat; default all): living-room, bedroom, "
+            "kitchen, bathroom, dining-room, home-office, kids-room, outdoor.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1, max=100_000, help="Photos to take in (stored or failed; known ones are skipped)."
+        ),
+    ] = 100,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+) -> None:
+    """Crawl Houzz room galleries (robots.txt obeyed, MODOMO_CRAWL_RATE_PER_HOST) into scenes."""
+    from modomo.sources.houzz import ROOM_TYPES
+
+    unknown = sorted(set(room_type or []) - set(ROOM_TYPES))
+    if unknown:
+        raise _fail(f"unknown room type(s) {unknown}; choose from {', '.join(ROOM_TYPES)}")
+    _run_source_job(
+        "scrape",
+        "modomo.tasks.scraping_tasks.run_scraping_job",
+        {"limit": limit, "room_types": list(room_type or ROOM_TYPES)},
+        wait,
+    )
+
+
+@import_app.command("hf")
+def import_hf(
+    dataset: Annotated[str, typer.Argument(help="A Hugging Face hub id or a local dataset path.")],
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
+    offset: Annotated[int, typer.Option(min=0, help="Rows to skip first.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10_000_000, help="Rows to import.")] = 100,
+    with_detection: Annotated[
+        bool, typer.Option("--with-detection", help="Then detect objects in the imported scenes.")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+) -> None:
+    """Import rows of a Hugging Face dataset (hub id, save_to_disk folder or Parquet) as scenes."""
+    local = Path(dataset).expanduser()
+    if local.exists():  # workers may run elsewhere: send an absolute path
+        dataset = str(local.resolve())
+    _run_source_job(
+        "import",
+        "modomo.tasks.import_tasks.import_huggingface_dataset",
+        {
+            "dataset": dataset,
+            "split": split,
+            "offset": offset,
+            "limit": limit,
+            "include_detection": with_detection,
+        },
+        wait,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key.")],
+    role: Annotated[str, typer.Option(help="user or admin.")] = "user",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from modomo.api.keys import create_key
+    from modomo.console import console
+
+    _ensure_database(get_settings())
+    try:
+        record, key = create_key(name, role)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if quiet:
+        sys.stdout.write(key + "\n")
+        return
+    console.print(f"key [bold]{record['name']}[/] ({record['role']}), id {record['id']}:")
+    sys.stdout.write(key + "\n")
+    console.print("[dim]store it now: it is not shown again[/]")
+
+
+@keys_app.command("list")
+def keys_list(
+    include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List API keys (names, prefixes, roles; never the keys)."""
+    from modomo.api.keys import list_keys
+    from modomo.console import console
+
+    table = Table("id", "name", "prefix", "role", "created", "last used", "revoked")
+    for key in list_keys(include_revoked=include_revoked):
+        table.add_row(
+            key["id"],
+            key["name"],
+            key["prefix"],
+            key["role"],
+            key["created_at"][:19],
+            (key["last_used_at"] or "-")[:19],
+            (key["revoked_at"] or "-")[:19],
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(id_or_prefix: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Revoke an API key: it stops working at once."""
+    from modomo.api.keys import KeyNotFound, revoke_key
+    from modomo.console import console
+
+    try:
+        record = revoke_key(id_or_prefix)
+    except KeyNotFound as exc:
+        raise _fail(str(exc), 1) from None
+    console.print(f"revoked key {record['name']} ({record['prefix']}…)")
 
 
 @jobs_app.command("list")

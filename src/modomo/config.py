@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ConfigError", "Settings", "get_settings"]
 
@@ -97,6 +97,18 @@ class Settings(BaseSettings):
         validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY"),
     )
 
+    db_pool_size: PositiveInt = Field(
+        default=10,
+        validation_alias=_env("db_pool_size"),
+        description="PostgreSQL connections kept open per process (the API serves requests "
+        "on a thread pool, so bursts need more than a worker does).",
+    )
+    db_max_overflow: Annotated[int, Field(ge=0)] = Field(
+        default=10,
+        validation_alias=_env("db_max_overflow"),
+        description="Extra PostgreSQL connections a process may open in a burst.",
+    )
+
     # --- Celery reliability -------------------------------------------------------------
     task_soft_time_limit: PositiveInt = Field(
         default=600,
@@ -161,6 +173,28 @@ class Settings(BaseSettings):
     user_agent: str = Field(
         default="Modomo/0.1 (+https://github.com/modomo; dataset builder)",
         validation_alias=_env("user_agent"),
+    )
+
+    # --- sources (see modomo.sources) -------------------------------------------------
+    houzz_base_url: str = Field(
+        default="https://www.houzz.com",
+        validation_alias=_env("houzz_base_url"),
+        description="Base URL of the Houzz site profile (its gallery paths hang off it).",
+    )
+    crawl_rate_per_host: PositiveFloat = Field(
+        default=1.0,
+        validation_alias=_env("crawl_rate_per_host"),
+        description="Crawler requests per second to one host, at most.",
+    )
+    crawl_max_retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=5,
+        validation_alias=_env("crawl_max_retries"),
+        description="Retries of a page answered 429 or 5xx (Retry-After honoured).",
+    )
+    crawl_chunk_size: PositiveInt = Field(
+        default=32,
+        validation_alias=_env("crawl_chunk_size"),
+        description="Images a crawl or import ingests per transaction (its cursor moves then).",
     )
 
     # --- colour analysis ----------------------------------------------------------------
@@ -236,16 +270,99 @@ class Settings(BaseSettings):
         description="Seconds a new worker child may take to start (model warm-up included).",
     )
 
+    # --- API service (see modomo.api) ------------------------------------------------
+    api_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=_env("api_host"),
+        description="Address `modomo api` binds to (loopback only while auth is disabled).",
+    )
+    api_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, validation_alias=_env("api_port")
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        validation_alias=_env("auth_disabled"),
+        description="Local use only: no credentials asked, and only loopback clients served.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("jwt_secret", "SUPABASE_JWT_SECRET"),
+        description="HS256 secret of Supabase-issued JWTs (the project's JWT secret).",
+    )
+    jwt_jwks_url: str = Field(
+        default="",
+        validation_alias=_env("jwt_jwks_url"),
+        description="JWKS URL for asymmetric JWTs (Supabase: "
+        "SUPABASE_URL/auth/v1/.well-known/jwks.json).",
+    )
+    jwt_audience: str = Field(
+        default="authenticated",
+        validation_alias=_env("jwt_audience"),
+        description="Required `aud` claim of JWTs ('' to skip the check).",
+    )
+    jwt_admin_claim: str = Field(
+        default="app_metadata.role",
+        validation_alias=_env("jwt_admin_claim"),
+        description="Dotted path of the JWT claim that grants the admin role.",
+    )
+    jwt_admin_value: str = Field(
+        default="admin",
+        validation_alias=_env("jwt_admin_value"),
+        description="Value of that claim (or an element of it, for a list) meaning admin.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("cors_origins"),
+        description="Comma-separated browser origins allowed to call the API (none by default).",
+    )
+    api_rate_limit: str = Field(
+        default="120/minute",
+        validation_alias=_env("api_rate_limit"),
+        description="Per-key limit on the job-creating POST endpoints "
+        "(e.g. '10/second;300/minute').",
+    )
+    flower_user: str = Field(default="admin", validation_alias=_env("flower_user"))
+    flower_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("flower_password"),
+        description="Flower's basic-auth password; `modomo flower` refuses to start without one.",
+    )
+    flower_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=5555, validation_alias=_env("flower_port")
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=_env("log_level")
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError naming the bad part
+        return value
 
     @field_validator("data_dir")
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("redis_url", "broker_url", "result_backend", "database_url", "supabase_url")
+    @field_validator(
+        "redis_url",
+        "broker_url",
+        "result_backend",
+        "database_url",
+        "supabase_url",
+        "houzz_base_url",
+    )
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if not value:

@@ -10,6 +10,7 @@ Tables:
 - ``scene_failures``: the dead-letter record, one row per (scene, job, stage) with the reason.
 - ``detected_objects``: the objects the detection pipeline found in a scene; re-running the
   pipeline on a scene replaces them.
+- ``api_keys``: the API's credentials, stored as SHA-256 digests (never the key itself).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ApiKey",
     "Base",
     "DetectedObject",
     "Job",
@@ -164,7 +166,10 @@ class JobScene(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
-    __table_args__ = (Index("ix_job_scenes_job_status", "job_id", "status"),)
+    __table_args__ = (
+        Index("ix_job_scenes_job_status", "job_id", "status"),
+        Index("ix_job_scenes_updated_at", "updated_at"),
+    )
 
 
 class SceneFailure(Base):
@@ -217,4 +222,26 @@ class DetectedObject(Base):
     colors: Mapped[dict[str, Any] | None] = mapped_column()
     # {"detector": "yolo11n.pt@8.4.190", "segmenter": ..., "depth": ...}
     models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class ApiKey(Base):
+    """An API credential (``api_keys``): the SHA-256 hex digest of the key, never the key.
+
+    Keys are 256-bit random tokens, so a plain digest is enough (no password-hashing KDF is
+    needed against guessing). ``prefix`` is the key's first characters, shown in listings so
+    a person can tell keys apart. A revoked key keeps its row, with ``revoked_at`` set.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -52,7 +52,13 @@ def get_engine(url: str | None = None) -> Engine:
                 engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                settings = get_settings()
+                engine = create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    pool_size=settings.db_pool_size,
+                    max_overflow=settings.db_max_overflow,
+                )
             _engines[url] = engine
         return engine
 

@@ -74,7 +74,19 @@ _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
 
 
 class FetchError(ImageError):
-    """A URL that could not be fetched as an image; ``str(e)`` is a user-facing reason."""
+    """A URL that could not be fetched as an image; ``str(e)`` is a user-facing reason.
+
+    Attributes:
+        status: the HTTP status of an error answer (None for other failures).
+        retry_after: that answer's ``Retry-After`` header, as sent (None when absent).
+    """
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, retry_after: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,7 @@ class FetchedImage:
     content_type: str | None
 
 
-def check_url_allowed(url: str, *, allow_private: bool) -> None:
+def check_url_allowed(url: str, *, allow_private: bool, timeout_s: float | None = None) -> None:
     """Refuse URLs that are not http(s) or whose host is not a public address.
 
     The host is resolved with ``socket.getaddrinfo`` (literal IPs resolve locally, without
@@ -105,6 +117,7 @@ def check_url_allowed(url: str, *, allow_private: bool) -> None:
         url: Absolute http or https URL.
         allow_private: When ``True`` only the URL syntax and scheme are checked (no DNS
             lookup); use for trusted, internal sources only.
+        timeout_s: Seconds the DNS lookup may take (None: the resolver's own limits).
 
     Raises:
         FetchError: e.g. ``"unsupported URL scheme 'ftp'"``, ``"invalid URL: ..."``,
@@ -112,7 +125,7 @@ def check_url_allowed(url: str, *, allow_private: bool) -> None:
             ``"refused: 127.0.0.1 is a loopback address"``,
             ``"refused: localhost resolves to 127.0.0.1, which is a loopback address"``.
     """
-    _check_url(url, allow_private=allow_private, timeout_s=None)
+    _check_url(url, allow_private=allow_private, timeout_s=timeout_s)
 
 
 def fetch_image(
@@ -216,7 +229,11 @@ def _fetch(
                     continue
                 if not 200 <= status < 300:
                     phrase = f" ({response.reason_phrase})" if response.reason_phrase else ""
-                    raise FetchError(f"HTTP {status} from {current}{phrase}")
+                    raise FetchError(
+                        f"HTTP {status} from {current}{phrase}",
+                        status=status,
+                        retry_after=response.headers.get("retry-after"),
+                    )
 
                 content_type = response.headers.get("content-type")
                 _check_content_type(content_type)

@@ -2,26 +2,42 @@
 
 from modomo.jobs.accounting import JobCounts
 from modomo.jobs.lifecycle import (
+    JobConflict,
     JobNotFound,
     cancel_job,
+    close_source,
+    count_jobs,
     create_job,
     describe_job,
     dispatch_batches,
+    fail_lost_work,
+    failed_scenes,
     finish_if_done,
+    job_is_active,
     job_record,
     list_jobs,
+    open_source,
+    update_params,
 )
 from modomo.jobs.reporter import ProgressReporter
 
 __all__ = [
+    "JobConflict",
     "JobCounts",
     "JobNotFound",
     "ProgressReporter",
     "cancel_job",
+    "close_source",
+    "count_jobs",
     "create_job",
     "describe_job",
     "dispatch_batches",
+    "fail_lost_work",
+    "failed_scenes",
     "finish_if_done",
+    "job_is_active",
     "job_record",
     "list_jobs",
+    "open_source",
+    "update_params",
 ]

@@ -15,18 +15,34 @@ from celery import Task
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from modomo.db.models import Job, JobScene, JobStatus, Scene, SceneFailure, utcnow
+from modomo.db.models import ItemStatus, Job, JobScene, JobStatus, Scene, SceneFailure, utcnow
 from modomo.db.session import session_scope
-from modomo.jobs.accounting import JobCounts, add_scenes, apply_outcomes, set_status
+from modomo.jobs.accounting import (
+    JobCounts,
+    add_scenes,
+    apply_outcomes,
+    fail_pending,
+    set_status,
+)
 
 __all__ = [
+    "JobConflict",
     "JobNotFound",
+    "SOURCE_OPEN",
     "cancel_job",
+    "close_source",
+    "count_jobs",
     "create_job",
     "describe_job",
     "dispatch_batches",
+    "fail_lost_work",
+    "failed_scenes",
     "finish_if_done",
+    "job_is_active",
+    "job_record",
     "list_jobs",
+    "open_source",
+    "update_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,11 +52,23 @@ class JobNotFound(LookupError):
     """No job has the given id."""
 
 
+class JobConflict(RuntimeError):
+    """The job is not in a state that allows the action (e.g. retrying a running job)."""
+
+
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
         raise JobNotFound(f"not a job id: {value!r}") from None
+
+
+def _locked(session: Session, job_id: uuid.UUID) -> Job:
+    """The job row, locked until the transaction ends (``SELECT … FOR UPDATE``)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
 
 
 def _get(session: Session, job_id: uuid.UUID) -> Job:
@@ -55,10 +83,21 @@ def create_job(
     params: dict[str, Any] | None = None,
     *,
     parent_id: uuid.UUID | None = None,
+    celery_task_ids: Sequence[str] = (),
 ) -> uuid.UUID:
-    """Create a pending job with no scenes yet; returns its id."""
+    """Create a pending job with no scenes yet; returns its id.
+
+    ``celery_task_ids`` are ids of tasks the caller is about to send for the job (its start
+    task), recorded first so a cancel can revoke them.
+    """
     with session_scope() as session:
-        job = Job(type=job_type, params=params or {}, parent_id=parent_id, status=JobStatus.PENDING)
+        job = Job(
+            type=job_type,
+            params=params or {},
+            parent_id=parent_id,
+            status=JobStatus.PENDING,
+            celery_task_ids=list(celery_task_ids),
+        )
         session.add(job)
         session.flush()
         return job.id
@@ -74,7 +113,8 @@ def dispatch_batches(
     """Put ``scene_ids`` in the job and send them to ``task`` in batches.
 
     Each batch is sent as ``task(job_id, [scene ids as str], **task_kwargs)`` on the task's
-    routed queue. Scenes already in the job are not sent again.
+    routed queue. A scene given twice is sent once; a scene already in the job is sent again
+    but counted once (the ledger counts each scene's first outcome only).
 
     Returns:
         The Celery task ids of the batches sent.
@@ -99,10 +139,128 @@ def dispatch_batches(
     return task_ids
 
 
+def update_params(job_id: uuid.UUID | str, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into the job's ``params`` (e.g. a crawl cursor); returns the params.
+
+    The row is locked for the update (``SELECT … FOR UPDATE`` on PostgreSQL), so concurrent
+    writers of one job's params do not lose each other's keys.
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        job = _locked(session, jid)
+        job.params = {**(job.params or {}), **values}
+        job.updated_at = utcnow()
+        return dict(job.params)
+
+
+SOURCE_OPEN = "source_open"
+"""Job param set while a source (a crawl, an import) is still adding scenes to the job."""
+
+
+def open_source(job_id: uuid.UUID | str) -> bool:
+    """Hold a source job open while it adds scenes in chunks, and mark it running.
+
+    A job completes when ``processed + failed == total``; a crawl that counts each chunk as
+    it goes would complete after its first chunk. So the open source counts as one more unit
+    of ``total`` until :func:`close_source`. Recorded in ``params`` (``source_open``), so a
+    redelivered or restarted task does not hold it twice.
+
+    Returns:
+        True when this call opened it, False when it was already open (a resumed task).
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        job = _locked(session, jid)
+        if (job.params or {}).get(SOURCE_OPEN):
+            return False
+        job.params = {**(job.params or {}), SOURCE_OPEN: True}
+        job.total = (job.total or 0) + 1
+        session.flush()
+        set_status(session, jid, JobStatus.RUNNING)
+        return True
+
+
+def close_source(
+    job_id: uuid.UUID | str, *, error: str | None = None, message: str | None = None
+) -> JobCounts | None:
+    """Release a source job held by :func:`open_source`; it completes once its scenes are
+    counted. With ``error`` (the source itself failed) the job is marked failed with it.
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        job = _locked(session, jid)
+        if (job.params or {}).get(SOURCE_OPEN):
+            job.params = {k: v for k, v in job.params.items() if k != SOURCE_OPEN}
+            job.total = max(0, (job.total or 0) - 1)
+            session.flush()
+        if error is not None:
+            set_status(session, jid, JobStatus.FAILED, message=message or error, error=error)
+        elif message is not None:
+            session.execute(update(Job).where(Job.id == jid).values(message=message))
+        return apply_outcomes(session, jid)
+
+
+def job_is_active(job_id: uuid.UUID | str) -> bool:
+    """True while the job is pending or running (a start task checks before fanning out, so
+    a job cancelled while its start task waited in the queue never starts)."""
+    with session_scope() as session:
+        status = session.scalar(select(Job.status).where(Job.id == _uuid(job_id)))
+    return status in JobStatus.ACTIVE
+
+
 def finish_if_done(job_id: uuid.UUID | str) -> JobCounts | None:
     """Complete a job whose counters already add up (e.g. every input failed at ingest)."""
     with session_scope() as session:
         return apply_outcomes(session, _uuid(job_id))
+
+
+def fail_lost_work(
+    job_id: uuid.UUID | str, scene_ids: Sequence[uuid.UUID | str] | None, *, stage: str, reason: str
+) -> JobCounts | None:
+    """Account for work that will never run (a purged or lost task) so its job still ends.
+
+    The job's ``scene_ids`` still pending are counted as failed with ``reason``; a job that
+    has no scenes yet (its start task was lost before it fanned out) is marked failed.
+
+    Raises:
+        JobNotFound: ``job_id`` is not a uuid.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        counts = None
+        if scene_ids:
+            counts = fail_pending(session, jid, [_uuid(s) for s in scene_ids], stage, reason)
+        total = session.scalar(select(Job.total).where(Job.id == jid))
+        if total == 0:
+            set_status(session, jid, JobStatus.FAILED, message=reason, error=reason)
+        return counts
+
+
+def failed_scenes(job_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """The scenes that failed in a job (its ledger's ``failed`` rows).
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        _get(session, jid)
+        return list(
+            session.scalars(
+                select(JobScene.scene_id).where(
+                    JobScene.job_id == jid, JobScene.status == ItemStatus.FAILED
+                )
+            )
+        )
 
 
 def cancel_job(job_id: uuid.UUID | str) -> str:
@@ -202,14 +360,25 @@ def job_record(job: Job) -> dict[str, Any]:
     }
 
 
+def _filtered(query: Any, status: str | None, job_type: str | None) -> Any:
+    if status:
+        query = query.where(Job.status == status)
+    if job_type:
+        query = query.where(Job.type == job_type)
+    return query
+
+
 def list_jobs(
     status: str | None = None, job_type: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Jobs, newest first, optionally filtered by status and type."""
     with session_scope() as session:
-        query = select(Job).order_by(Job.created_at.desc()).limit(limit).offset(offset)
-        if status:
-            query = query.where(Job.status == status)
-        if job_type:
-            query = query.where(Job.type == job_type)
-        return [job_record(job) for job in session.scalars(query)]
+        query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+        return [job_record(job) for job in session.scalars(_filtered(query, status, job_type))]
+
+
+def count_jobs(status: str | None = None, job_type: str | None = None) -> int:
+    """How many jobs :func:`list_jobs` would page through with the same filters."""
+    with session_scope() as session:
+        query = _filtered(select(func.count()).select_from(Job), status, job_type)
+        return int(session.scalar(query) or 0)

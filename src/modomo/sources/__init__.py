@@ -1,6 +1,14 @@
-"""Where scenes come from: local files and folders, URL lists (Houzz and HF come later)."""
+"""Where scenes come from: local files and folders, URL lists, Houzz galleries, Hugging Face
+datasets."""
 
-from modomo.sources.ingest import IngestReport, ingest
+from modomo.sources.ingest import IngestReport, existing_keys, ingest
 from modomo.sources.inputs import IMAGE_SUFFIXES, Input, expand_sources
 
-__all__ = ["IMAGE_SUFFIXES", "IngestReport", "Input", "expand_sources", "ingest"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IngestReport",
+    "Input",
+    "existing_keys",
+    "expand_sources",
+    "ingest",
+]

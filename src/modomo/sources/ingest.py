@@ -30,7 +30,7 @@ from modomo.images.loading import ImageInfo
 from modomo.jobs.accounting import add_scenes, apply_outcomes, record_failures
 from modomo.sources.inputs import Input
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["IngestReport", "existing_keys", "ingest"]
 
 STAGE = "ingest"
 READ_THREADS = 8
@@ -60,8 +60,12 @@ class _Read:
 
 
 def _read(item: Input, settings: Settings) -> _Read:
+    if item.error is not None:
+        return _Read(item, error=item.error)
     try:
-        if item.source == "url":
+        if item.data is not None:
+            data = item.data
+        elif item.is_url:
             data = fetch_image(
                 item.location,
                 allow_private=settings.allow_private_urls,
@@ -91,11 +95,16 @@ def _scene_for_image(
         scene = Scene(source=read.input.source, source_key=read.input.source_key)
         session.add(scene)
     # New scene, or the file at this key changed (or failed before): its old results go.
-    scene.image_url = read.input.location if read.input.source == "url" else None
+    scene.image_url = read.input.location if read.input.is_url else None
     scene.image_key, scene.sha256 = key, sha256
     scene.width, scene.height = read.info.width, read.info.height
     scene.status, scene.colors = SceneStatus.INGESTED, None
-    scene.meta = {"format": read.info.format, "bytes": len(read.data or b"")}
+    scene.room_type, scene.style = read.input.room_type, read.input.style
+    scene.meta = {
+        **(read.input.metadata or {}),
+        "format": read.info.format,
+        "bytes": len(read.data or b""),
+    }
     scene.updated_at = utcnow()
     session.flush()
     return scene.id, False
@@ -108,8 +117,11 @@ def _scene_for_failure(session: Session, item: Input) -> uuid.UUID:
         scene = Scene(
             source=item.source,
             source_key=item.source_key,
-            image_url=item.location if item.source == "url" else None,
+            image_url=item.location if item.is_url else None,
             status=SceneStatus.FAILED,
+            room_type=item.room_type,
+            style=item.style,
+            meta=dict(item.metadata or {}),
         )
         session.add(scene)
         session.flush()
@@ -127,18 +139,21 @@ def ingest(
     job_id: uuid.UUID,
     inputs: Sequence[Input],
     on_progress: Callable[[int, int], None] | None = None,
+    *,
+    complete: bool = False,
 ) -> IngestReport:
     """Store every input once, create its scene, and put all of them in the job.
 
     Failed inputs are counted as the job's failures at once, with their reasons in
     ``scene_failures`` (stage ``ingest``); usable scenes are added to the job as pending, to be
-    sent to a stage with :func:`modomo.jobs.dispatch_batches`. The job's total is final when
-    this returns.
+    sent to a stage with :func:`modomo.jobs.dispatch_batches` — or, with ``complete``, counted
+    as done (for a job whose work is the ingest itself: a crawl, an import).
 
     Args:
         job_id: a pending job.
-        inputs: what to ingest, from :func:`modomo.sources.expand_sources`.
+        inputs: what to ingest, from :func:`modomo.sources.expand_sources` or a source.
         on_progress: called with (inputs done, inputs total) after each input.
+        complete: count usable scenes as done in the job.
     """
     settings = get_settings()
     store = artifact_store()
@@ -179,6 +194,22 @@ def ingest(
     with session_scope() as session:
         add_scenes(session, job_id, [*report.scene_ids, *failed_ids])
         record_failures(session, job_id, failures)
-        if failed_ids:
-            apply_outcomes(session, job_id, failed=failed_ids, stage=STAGE)
+        done_ids = report.scene_ids if complete else []
+        if failed_ids or done_ids:
+            apply_outcomes(session, job_id, done=done_ids, failed=failed_ids, stage=STAGE)
     return report
+
+
+def existing_keys(keys: Sequence[str]) -> set[str]:
+    """The source keys among ``keys`` that already have a usable scene (a source skips them
+    instead of fetching again)."""
+    if not keys:
+        return set()
+    with session_scope() as session:
+        return set(
+            session.scalars(
+                select(Scene.source_key).where(
+                    Scene.source_key.in_(list(keys)), Scene.status != SceneStatus.FAILED
+                )
+            )
+        )

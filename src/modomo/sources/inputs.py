@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["IMAGE_SUFFIXES", "Input", "SourceError", "expand_sources"]
 
@@ -28,17 +30,40 @@ class Input:
     """One image to ingest.
 
     Attributes:
-        source: ``folder`` for local files, ``url`` for fetched images.
-        location: an absolute file path or an http(s) URL.
+        source: where it comes from: ``folder`` (local files), ``url``, ``houzz``, ``hf``.
+        location: an absolute file path or an http(s) URL to read the image from; for an
+            image handed over as bytes, a description of where they came from.
+        key: the scene's unique key when the source has one (``houzz:{photo id}``,
+            ``hf:{dataset}:{split}:{index}``); default ``file:/abs/path`` or the URL.
+        data: the encoded image itself (e.g. a dataset's ``Image`` cell); nothing is read.
+        metadata: JSON-safe facts from the source, stored in ``scenes.metadata``.
+        room_type: the room type the source states (``scenes.room_type``), if any.
+        style: the style the source states (``scenes.style``), if any.
+        error: why the image could not be had, when the source already knows (a fetch it
+            made failed): ingest records the failed scene with this reason.
     """
 
     source: str
     location: str
+    key: str | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    metadata: Mapping[str, Any] | None = field(default=None, compare=False)
+    room_type: str | None = field(default=None, compare=False)
+    style: str | None = field(default=None, compare=False)
+    error: str | None = field(default=None, compare=False)
 
     @property
     def source_key(self) -> str:
-        """The scene's unique key: ``file:/abs/path`` or the URL."""
-        return self.location if self.source == "url" else f"file:{self.location}"
+        """The scene's unique key: ``key``, else ``file:/abs/path`` or the URL."""
+        if self.key:
+            return self.key
+        return self.location if _is_url(self.location) else f"file:{self.location}"
+
+    @property
+    def is_url(self) -> bool:
+        """True when ``location`` is an http(s) URL (the image's, fetched here or by the
+        source)."""
+        return _is_url(self.location)
 
 
 def _is_url(text: str) -> bool:

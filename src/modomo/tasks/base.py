@@ -16,8 +16,9 @@ from modomo.db.models import SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import LoadedImage, load_image
 from modomo.jobs.accounting import fail_pending
+from modomo.jobs.lifecycle import close_source
 
-__all__ = ["RETRY", "UNUSABLE", "BatchTask", "load_scene_image"]
+__all__ = ["RETRY", "UNUSABLE", "BatchTask", "SourceTask", "job_arguments", "load_scene_image"]
 
 # Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
 RETRY: dict[str, Any] = {
@@ -45,6 +46,14 @@ def load_scene_image(image_key: str) -> LoadedImage:
 log = logging.getLogger(__name__)
 
 
+def job_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """The ``job_id`` and ``scene_ids`` of a call ``task(job_id, scene_ids, ...)``, given
+    by position or by keyword (None where absent)."""
+    job_id = kwargs.get("job_id", args[0] if args else None)
+    scene_ids = kwargs.get("scene_ids", args[1] if len(args) > 1 else None)
+    return job_id, scene_ids
+
+
 class BatchTask(Task):
     """A task called as ``task(job_id, scene_ids, ...)`` that counts into the job.
 
@@ -63,8 +72,7 @@ class BatchTask(Task):
         kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
-        job_id = kwargs.get("job_id", args[0] if args else None)
-        scene_ids = kwargs.get("scene_ids", args[1] if len(args) > 1 else None)
+        job_id, scene_ids = job_arguments(args, kwargs)
         if not job_id or not scene_ids:
             return
         reason = f"batch task {task_id} failed: {type(exc).__name__}: {exc}"
@@ -79,3 +87,31 @@ class BatchTask(Task):
                 )
         except Exception:  # the database itself may be what failed; the reaper recovers then
             log.exception("could not record the failure of batch %s of job %s", task_id, job_id)
+
+
+class SourceTask(Task):
+    """A task called as ``task(job_id, ...)`` that adds scenes to its job from a source (a
+    crawl, an import), holding the job open (:func:`modomo.jobs.open_source`) as it goes.
+
+    When it fails for good, the job is released and marked failed with the reason; the
+    scenes it already stored stay counted.
+    """
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        job_id, _ = job_arguments(args, kwargs)
+        if not job_id:
+            return
+        reason = f"{self.name.rsplit('.', 1)[-1]} failed: {type(exc).__name__}: {exc}"
+        try:
+            close_source(str(job_id), error=reason)
+        except Exception:
+            log.exception(
+                "could not record the failure of source task %s of job %s", task_id, job_id
+            )

@@ -23,7 +23,7 @@ from modomo.config import get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
-from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
+from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
 from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image
 
 __all__ = ["process_colors_batch", "process_scene_colors", "run_color_processing_job"]
@@ -126,8 +126,10 @@ def run_color_processing_job(self: Task, job_id: str, limit: int | None = None) 
         limit: at most this many scenes (oldest first); None for all.
 
     Returns:
-        ``{"scenes": n, "batches": b}``.
+        ``{"scenes": n, "batches": b}`` (``{"skipped": status}`` for a job no longer active).
     """
+    if not job_is_active(job_id):
+        return {"skipped": "the job is no longer active"}
     with session_scope() as session:
         query = (
             select(Scene.id)

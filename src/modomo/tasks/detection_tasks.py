@@ -31,7 +31,7 @@ from modomo.db.models import DetectedObject, Scene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
 from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
-from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done
+from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
 from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
@@ -219,28 +219,33 @@ def run_detection_pipeline(
     scene_id: str | None = None,
     stages: list[str] | None = None,
     limit: int | None = None,
+    scene_ids: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start a detection job: ingest ``image_url``, or take ``scene_id``, or (neither) the
-    scenes that have no objects yet, and fan them out in batches to ``ai_processing``.
+    """Start a detection job: ingest ``image_url``, or take ``scene_id`` / ``scene_ids``, or
+    (none given) the scenes that have no objects yet, and fan them out in batches to
+    ``ai_processing``.
 
     Args:
         job_id: a pending job created by the caller.
         image_url: an http(s) image to fetch (safe fetch, size limits) and process.
         scene_id: an existing scene to process.
+        scene_ids: existing scenes to process (ids that name no scene fail, with the reason).
         stages: pipeline stages (default: all).
         limit: with neither, at most this many scenes (oldest first).
 
     Returns:
-        ``{"scenes": n, "batches": b}``.
+        ``{"scenes": n, "batches": b}`` (``{"skipped": status}`` for a job no longer active).
     """
     from modomo.sources import ingest
     from modomo.sources.inputs import Input
 
+    if not job_is_active(job_id):
+        return {"skipped": "the job is no longer active"}
     parse_stages(stages or list(STAGES))  # refuse a bad pipeline before any work
     if image_url:
-        scene_ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids
-    elif scene_id:
-        scene_ids = [uuid.UUID(scene_id)]
+        ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids
+    elif scene_id or scene_ids:
+        ids = _known_scenes(job_id, [scene_id] if scene_id else scene_ids or [])
     else:
         with session_scope() as session:
             has_objects = select(DetectedObject.scene_id).distinct()
@@ -256,12 +261,29 @@ def run_detection_pipeline(
             )
             if limit is not None:
                 query = query.limit(limit)
-            scene_ids = list(session.scalars(query))
+            ids = list(session.scalars(query))
     task_ids = dispatch_batches(
-        job_id, process_scenes_batch, scene_ids, get_settings().batch_size, stages=stages
+        job_id, process_scenes_batch, ids, get_settings().batch_size, stages=stages
     )
     finish_if_done(job_id)
-    return {"scenes": len(scene_ids), "batches": len(task_ids)}
+    return {"scenes": len(ids), "batches": len(task_ids)}
+
+
+def _known_scenes(job_id: str, scene_ids: Sequence[str]) -> list[uuid.UUID]:
+    """The ids among ``scene_ids`` that name stored scenes; the job is told about the rest
+    (a ``failed`` job with the missing ids when none is known)."""
+    wanted = list(dict.fromkeys(uuid.UUID(s) for s in scene_ids))
+    with session_scope() as session:
+        known = set(session.scalars(select(Scene.id).where(Scene.id.in_(wanted))))
+    missing = [str(s) for s in wanted if s not in known]
+    if missing:
+        from modomo.jobs import fail_lost_work
+
+        note = f"no such scene(s): {', '.join(missing[:10])}" + (" …" if len(missing) > 10 else "")
+        log.warning("job %s: %s", job_id, note)
+        if not known:
+            fail_lost_work(job_id, None, stage=STAGE, reason=note)
+    return [s for s in wanted if s in known]
 
 
 @app.task(bind=True, **RETRY)

@@ -1,0 +1,54 @@
+"""Per-credential rate limits on the job-creating endpoints (the ``limits`` library).
+
+The limit is ``MODOMO_API_RATE_LIMIT`` (``limits`` notation, e.g. ``10/second;300/minute``),
+counted per principal with a sliding-window counter. Counters live in Redis when Redis is
+configured, so every API process and replica shares them; otherwise in this process's memory.
+A request over the limit gets 429 with ``Retry-After`` in seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+from fastapi import HTTPException, status
+from limits import RateLimitItem, parse_many
+from limits.storage import Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from modomo.api.auth import CurrentUser
+from modomo.api.keys import Principal
+from modomo.config import get_settings
+
+__all__ = ["enqueue_limit"]
+
+
+@functools.cache
+def _limiter() -> tuple[SlidingWindowCounterRateLimiter, tuple[RateLimitItem, ...]]:
+    settings = get_settings()
+    storage = storage_from_string(
+        settings.redis_url if settings.redis_url else "memory://",
+        **({"socket_timeout": 2} if settings.redis_url else {}),
+    )
+    assert isinstance(storage, Storage)  # a synchronous storage for a synchronous limiter
+    return SlidingWindowCounterRateLimiter(storage), tuple(parse_many(settings.api_rate_limit))
+
+
+def enqueue_limit(principal: CurrentUser) -> Principal:
+    """FastAPI dependency: the caller, once counted against its rate limit.
+
+    Raises:
+        HTTPException: 429 with ``Retry-After`` when the caller is over a limit.
+    """
+    limiter, items = _limiter()
+    for item in items:
+        if not limiter.hit(item, "enqueue", principal.subject):
+            reset = limiter.get_window_stats(item, "enqueue", principal.subject).reset_time
+            retry_after = max(1, math.ceil(reset - time.time()))
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"rate limit {item} exceeded for this credential",
+                headers={"Retry-After": str(retry_after)},
+            )
+    return principal

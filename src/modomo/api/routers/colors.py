@@ -1,0 +1,28 @@
+"""``POST /process/colors``: palettes of the scenes that have none."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from modomo.api.enqueue import enqueue_job
+from modomo.api.keys import Principal
+from modomo.api.ratelimit import enqueue_limit
+from modomo.api.schemas import Accepted, ColorsRequest
+
+router = APIRouter(tags=["colors"])
+
+
+@router.post("/process/colors", status_code=status.HTTP_202_ACCEPTED)
+def process_colors(
+    _: Annotated[Principal, Depends(enqueue_limit)], body: ColorsRequest | None = None
+) -> Accepted:
+    """Compute CIELAB palettes (k-means) of up to ``limit`` scenes without one."""
+    body = body or ColorsRequest()
+    return enqueue_job(
+        "colors",
+        "modomo.tasks.color_tasks.run_color_processing_job",
+        {"limit": body.limit},
+        missing="colour processing is not available in this version",
+    )

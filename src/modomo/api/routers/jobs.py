@@ -1,0 +1,117 @@
+"""Jobs: list, read, follow (with Celery's view), cancel, retry the failed scenes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from celery.result import AsyncResult
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from modomo.api.auth import CurrentUser
+from modomo.api.keys import Principal
+from modomo.api.ratelimit import enqueue_limit
+from modomo.api.schemas import PLAIN_TEXT, Accepted, Page
+from modomo.celery_app import app as celery_app
+from modomo.db.models import JobStatus
+from modomo.jobs import (
+    JobConflict,
+    JobNotFound,
+    cancel_job,
+    count_jobs,
+    describe_job,
+    list_jobs,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+MAX_TASK_STATES = 50
+
+
+def _job(job_id: uuid.UUID) -> dict[str, Any]:
+    try:
+        return describe_job(job_id)
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+
+
+@router.get("")
+def get_jobs(
+    _: CurrentUser,
+    job_status: Annotated[Status | None, Query(alias="status")] = None,
+    job_type: Annotated[str | None, Query(alias="type", max_length=32, pattern=PLAIN_TEXT)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Page:
+    """Jobs, newest first, filtered by ``status`` and ``type``."""
+    items = list_jobs(status=job_status, job_type=job_type, limit=limit, offset=offset)
+    total = count_jobs(status=job_status, job_type=job_type)
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+    """A job's record, its pending count and its scene failures with reasons."""
+    return _job(job_id)
+
+
+def _task_state(task_id: str) -> dict[str, Any]:
+    result = AsyncResult(task_id, app=celery_app)
+    info = result.info
+    if isinstance(info, BaseException):
+        info = {"error": f"{type(info).__name__}: {info}"}
+    return {"task_id": task_id, "state": result.state, "meta": info}
+
+
+@router.get("/{job_id}/celery-status")
+def job_celery_status(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+    """The job record plus Celery's view: its start task's state, and each batch task's
+    state with its PROGRESS meta (``current``, ``total``, ``progress``, ``message``) for the
+    latest batches."""
+    job = _job(job_id)
+    task_ids = list(job.get("celery_task_ids") or [])
+    start, batches = (task_ids[0], task_ids[1:]) if task_ids else (None, [])
+    shown = [_task_state(t) for t in batches[-MAX_TASK_STATES:]]
+    states: dict[str, int] = {}
+    for task in shown:
+        states[task["state"]] = states.get(task["state"], 0) + 1
+    return {
+        "job": job,
+        "celery": {
+            "task": _task_state(start) if start else None,
+            "batches": {"total": len(batches), "shown": len(shown), "states": states},
+            "batch_tasks": shown,
+        },
+    }
+
+
+@router.post("/{job_id}/cancel")
+def cancel(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+    """Cancel a job: it is marked cancelled, its queued tasks are revoked, and running
+    batches stop before their next scene. A finished job is left as it is (see ``status``)."""
+    try:
+        cancel_job(job_id)
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    return _job(job_id)
+
+
+@router.post("/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+def retry(job_id: uuid.UUID, _: Annotated[Principal, Depends(enqueue_limit)]) -> Accepted:
+    """Send the failed scenes of a finished job again, as a new job (``parent_id`` = this
+    job). 409 when the job is still active, cannot be retried, or has no failed scene."""
+    from modomo.tasks.retry import retry_failed_scenes
+
+    try:
+        child, task_ids = retry_failed_scenes(job_id)
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except JobConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return Accepted(
+        job_id=child,
+        task_id=task_ids[0],
+        status=JobStatus.PENDING,
+        status_url=f"/jobs/{child}",
+    )

@@ -1,0 +1,28 @@
+"""``POST /scraper/start``: crawl Houzz room galleries into scenes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from modomo.api.enqueue import enqueue_job
+from modomo.api.keys import Principal
+from modomo.api.ratelimit import enqueue_limit
+from modomo.api.schemas import Accepted, ScraperRequest
+
+router = APIRouter(tags=["scraping"])
+
+
+@router.post("/scraper/start", status_code=status.HTTP_202_ACCEPTED)
+def scraper_start(
+    body: ScraperRequest, _: Annotated[Principal, Depends(enqueue_limit)]
+) -> Accepted:
+    """Crawl up to ``limit`` photos from the Houzz galleries of ``room_types``."""
+    return enqueue_job(
+        "scrape",
+        "modomo.tasks.scraping_tasks.run_scraping_job",
+        {"limit": body.limit, "room_types": list(body.room_types)},
+        missing="the Houzz crawler is not available in this version: no task "
+        "modomo.tasks.scraping_tasks.run_scraping_job is registered",
+    )
