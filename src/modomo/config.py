@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "get_settings"]
+__all__ = ["DEFAULT_ROOM_TYPES", "DEFAULT_STYLES", "ConfigError", "Settings", "get_settings"]
 
 ENV_PREFIX = "MODOMO_"
 
@@ -42,6 +42,38 @@ def _env(name: str, *legacy: str) -> AliasChoices:
 class ConfigError(RuntimeError):
     """A setting has a bad value; the message names the environment variable."""
 
+
+DEFAULT_ROOM_TYPES = (
+    "living_room",
+    "bedroom",
+    "kitchen",
+    "dining_room",
+    "bathroom",
+    "home_office",
+    "kids_room",
+    "hallway",
+    "outdoor",
+)
+"""Room-type labels CLIP chooses from by default (``MODOMO_ROOM_TYPES``)."""
+
+DEFAULT_STYLES = (
+    "modern",
+    "contemporary",
+    "minimalist",
+    "mid_century_modern",
+    "scandinavian",
+    "industrial",
+    "bohemian",
+    "farmhouse",
+    "rustic",
+    "coastal",
+    "traditional",
+    "transitional",
+    "art_deco",
+    "japandi",
+    "eclectic",
+)
+"""Interior-style labels CLIP chooses from by default (``MODOMO_STYLES``)."""
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -270,6 +302,52 @@ class Settings(BaseSettings):
         description="Seconds a new worker child may take to start (model warm-up included).",
     )
 
+    # --- classification and de-duplication (see modomo.analysis.classify, .dedup) -------
+    clip_weights: str = Field(
+        default="openai/clip-vit-base-patch32",
+        validation_alias=_env("clip_weights"),
+        description="CLIP weights for scene classification and embeddings: a Hugging Face hub "
+        "id or a local folder.",
+    )
+    embedding_dim: PositiveInt = Field(
+        default=512,
+        validation_alias=_env("embedding_dim"),
+        description="Dimension of stored image embeddings (the CLIP model's projection_dim; "
+        "fixed by the database migration as pgvector's vector(d)).",
+    )
+    room_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ROOM_TYPES),
+        validation_alias=_env("room_types"),
+        description="Comma-separated room-type labels CLIP chooses from.",
+    )
+    styles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_STYLES),
+        validation_alias=_env("styles"),
+        description="Comma-separated interior-style labels CLIP chooses from.",
+    )
+    classify_min_probability: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.4,
+        validation_alias=_env("classify_min_probability"),
+        description="Below this top-1 probability a label is stored as 'unknown'.",
+    )
+    classify_top_k: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3,
+        validation_alias=_env("classify_top_k"),
+        description="Labels kept, with their probabilities, per attribute.",
+    )
+    phash_max_distance: Annotated[int, Field(ge=0, le=24)] = Field(
+        default=10,
+        validation_alias=_env("phash_max_distance"),
+        description="Two scenes whose 64-bit pHashes differ in at most this many bits are "
+        "near-duplicates.",
+    )
+    semantic_min_similarity: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.95,
+        validation_alias=_env("semantic_min_similarity"),
+        description="Two scenes whose embeddings' cosine similarity is at least this are "
+        "semantic near-duplicates (1 disables).",
+    )
+
     # --- API service (see modomo.api) ------------------------------------------------
     api_host: str = Field(
         default="127.0.0.1",
@@ -335,11 +413,20 @@ class Settings(BaseSettings):
         default="INFO", validation_alias=_env("log_level")
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "room_types", "styles", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("room_types", "styles")
+    @classmethod
+    def _check_labels(cls, value: list[str]) -> list[str]:
+        if len(set(value)) < 2 or len(set(value)) != len(value):
+            raise ValueError("give at least two distinct comma-separated labels")
+        if "unknown" in value:
+            raise ValueError("'unknown' is what an unsure classification answers; not a label")
         return value
 
     @field_validator("api_rate_limit")
