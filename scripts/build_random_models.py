@@ -1,25 +1,31 @@
-"""Build YOLO, SAM 2.1, Depth Anything V2 and ZoeDepth checkpoints with RANDOM weights.
+"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth and CLIP checkpoints with RANDOM weights.
 
 For tests and benchmarks only. Model weights cannot be downloaded on CI machines or on the
 offline GPU benchmark node, so the plumbing (loading from a local folder, processors,
 batching, post-processing) is exercised with models built from their configs: ``--size real``
 gives the architectures of the default checkpoints (``yolo11n.pt`` with the 80 COCO
-classes, ``facebook/sam2.1-hiera-tiny``,
-``depth-anything/Depth-Anything-V2-Small-hf``, ``Intel/zoedepth-nyu-kitti``: the same compute),
+classes, ``facebook/sam2.1-hiera-tiny``, ``depth-anything/Depth-Anything-V2-Small-hf``,
+``Intel/zoedepth-nyu-kitti``, ``openai/clip-vit-base-patch32``: the same compute),
 ``--size tiny`` much smaller ones for CPU tests. Their outputs are meaningless; production
 code never builds random weights (:mod:`modomo.models.weights` refuses configs), and these
 folders are passed to it as local weight paths.
 
     python scripts/build_random_models.py OUT_DIR [--size tiny|real]
 
-writes ``OUT_DIR/yolo.pt``, ``OUT_DIR/sam2``, ``OUT_DIR/depth_anything`` and
-``OUT_DIR/zoedepth``.
+writes ``OUT_DIR/yolo.pt``, ``OUT_DIR/sam2``, ``OUT_DIR/depth_anything``,
+``OUT_DIR/zoedepth`` and ``OUT_DIR/clip``.
+
+CLIP's tokenizer cannot be downloaded either: ``OUT_DIR/clip`` gets a minimal byte-level BPE
+vocabulary (the 256 byte characters, each also as a word end ``</w>``, and the two special
+tokens; no merges), so every text tokenizes, one token per character. The real vocabulary
+has 49,408 tokens; the text model's embedding table keeps that size with ``--size real``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build"]
 
@@ -130,8 +136,70 @@ def _zoedepth(out: Path, size: str) -> None:
     ZoeDepthImageProcessor(size={"height": side, "width": side}).save_pretrained(out)
 
 
+def _byte_level_vocab() -> dict[str, int]:
+    """A minimal CLIP vocabulary: the byte-level characters (GPT-2's ``bytes_to_unicode``),
+    the same with the word-end suffix ``</w>``, then ``<|startoftext|>``, ``<|endoftext|>``."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    shifted = iter(range(256, 512))  # the other bytes map past 255, in order
+    chars = [chr(byte if byte in printable else next(shifted)) for byte in range(256)]
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def _clip(out: Path, size: str) -> None:
+    import json
+
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+
+    vocab = _byte_level_vocab()
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    # The defaults are clip-vit-base-patch32: ViT-B/32 at 224 pixels, a 12-layer 512-wide
+    # text transformer over 77 tokens, projection_dim 512. The pooled text token is the
+    # first end-of-text token, so the text config names this vocabulary's ids.
+    text: dict[str, Any] = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}
+    vision: dict[str, Any] = {}
+    side = 224 if size == "real" else 64
+    if size == "tiny":
+        small = {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        }
+        text.update(small, vocab_size=len(vocab))
+        vision.update(small, patch_size=32, image_size=side)
+    text_config = CLIPTextConfig(**text)
+    vision_config = CLIPVisionConfig(**vision)
+    assert text_config.vocab_size >= len(vocab)
+    assert text_config.max_position_embeddings == 77
+    assert vision_config.image_size == side
+    config = CLIPConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        projection_dim=512,
+    )
+    CLIPModel(config).eval().save_pretrained(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+
+
 def build(out: Path, size: str = "tiny") -> dict[str, Path]:
-    """Write the three random-weight checkpoints under ``out``; returns their folders."""
+    """Write the five random-weight checkpoints under ``out``; returns their paths (keys
+    ``yolo``, ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``)."""
     import torch
 
     torch.manual_seed(0)
@@ -140,12 +208,14 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
         "sam2": out / "sam2",
         "depth_anything": out / "depth_anything",
         "zoedepth": out / "zoedepth",
+        "clip": out / "clip",
     }
     out.mkdir(parents=True, exist_ok=True)
     _yolo(folders["yolo"], size)
     _sam2(folders["sam2"], size)
     _depth_anything(folders["depth_anything"], size)
     _zoedepth(folders["zoedepth"], size)
+    _clip(folders["clip"], size)
     return folders
 
 

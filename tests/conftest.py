@@ -120,7 +120,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small random-weight YOLO, SAM 2.1, Depth Anything and ZoeDepth checkpoints, built from
+    """Small random-weight YOLO, SAM 2.1, Depth Anything, ZoeDepth and CLIP checkpoints, built from
     configs by ``scripts/build_random_models.py`` (test plumbing only: outputs are noise)."""
     import importlib.util
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from modomo.config import Settings, get_settings
+from modomo.models.clip import ClipEncoder
 from modomo.models.depth import DepthEstimator, FallbackDepth
 from modomo.models.detector import YoloDetector
 from modomo.models.device import resolve_device
@@ -110,14 +111,33 @@ class ModelRegistry:
             "depth", lambda: FallbackDepth(lambda: load("depth", s.depth_weights), fallback)
         )
 
+    def clip(self) -> ClipEncoder:
+        """CLIP (``MODOMO_CLIP_WEIGHTS``) for scene classification and image embeddings.
+
+        Raises:
+            ValueError: the model's embedding dimension is not ``MODOMO_EMBEDDING_DIM``.
+        """
+
+        def load() -> ClipEncoder:
+            encoder = ClipEncoder(
+                self._weights("clip", self.settings.clip_weights), self.device, half=self.half
+            )
+            encoder.check_dim(self.settings.embedding_dim)
+            return encoder
+
+        return self._get("clip", load)
+
     def warm_up(self, stages: tuple[str, ...]) -> None:
-        """Load the models ``stages`` need now rather than on the first task."""
+        """Load the models ``stages`` need now rather than on the first task (for
+        ``classify``, also CLIP's label embeddings for the configured labels)."""
         if "detect" in stages:
             self.detector()
         if "segment" in stages:
             self.segmenter()
         if "depth" in stages:
             self.depth()
+        if "classify" in stages:
+            self.clip().label_sets(self.settings.room_types, self.settings.styles)
 
 
 _registries: dict[int, ModelRegistry] = {}

@@ -20,6 +20,7 @@ ROLES: dict[str, str] = {
     "segmenter": "huggingface",
     "depth": "huggingface",
     "depth_fallback": "huggingface",
+    "clip": "huggingface",
 }
 """Model roles and where their weights come from."""
 
@@ -35,7 +36,7 @@ class Weights:
     """Resolved weights of one model.
 
     Attributes:
-        role: ``detector``, ``segmenter``, ``depth`` or ``depth_fallback``.
+        role: ``detector``, ``segmenter``, ``depth``, ``depth_fallback`` or ``clip``.
         name: what the settings name (weight file name, hub id or folder).
         path: the local file (ultralytics) or folder (transformers) to load.
         version: ``ultralytics-X.Y.Z``, the hub snapshot's commit, or ``local``.
