@@ -21,6 +21,10 @@ EXPECTED_QUEUE = {
     "modomo.tasks.detection_tasks.run_detection_pipeline": "detection",
     "modomo.tasks.detection_tasks.process_scenes_batch": "ai_processing",
     "modomo.tasks.detection_tasks.reprocess_scene_objects": "ai_processing",
+    "modomo.tasks.classification_tasks.classify_scenes_batch": "classification",
+    "modomo.tasks.classification_tasks.run_scene_reclassification_job": "classification",
+    "modomo.tasks.classification_tasks.classify_single_scene": "classification",
+    "modomo.tasks.classification_tasks.run_dedup_job": "classification",
     "modomo.tasks.scraping_tasks.run_scraping_job": "scraping",
     "modomo.tasks.import_tasks.import_huggingface_dataset": "import",
 }

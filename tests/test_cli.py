@@ -94,10 +94,18 @@ def test_pipeline_auto_skips_stages_without_weights(tmp_path: Path) -> None:
     write_unique_images(photos, 3)
     done = modomo("process", "--pipeline", "auto", str(photos), data_dir=data_dir)
     assert done.returncode == 0, done.stdout + done.stderr
-    for stage, role in (("detect", "detector"), ("segment", "segmenter"), ("depth", "depth")):
+    for stage, role in (
+        ("detect", "detector"),
+        ("segment", "segmenter"),
+        ("depth", "depth"),
+        ("classify", "clip"),
+    ):
         assert f"skipping the {stage} stage" in done.stdout
         assert f"modomo models pull {role}" in done.stdout
     assert "3 total, 3 processed, 0 failed" in done.stdout
+    # de-duplication needs no weights: it runs after the palettes, on the same scenes
+    assert "(dedup) on the same scenes" in done.stdout
+    assert "no near-duplicate scenes" in done.stdout
 
 
 def test_models_list_and_a_bad_pipeline(tmp_path: Path) -> None:

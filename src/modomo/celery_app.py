@@ -54,6 +54,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 TASK_MODULES: tuple[str, ...] = (
     "modomo.tasks.color_tasks",
     "modomo.tasks.detection_tasks",
+    "modomo.tasks.classification_tasks",
     "modomo.tasks.scraping_tasks",
     "modomo.tasks.import_tasks",
 )

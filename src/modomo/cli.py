@@ -14,7 +14,7 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -87,8 +87,9 @@ def process(
         str,
         typer.Option(
             help="Stages: colors (scene palettes), a comma-separated subset of "
-            "detect,segment,depth,colors, full, or auto (full where the weights are in the "
-            "local cache)."
+            "detect,segment,depth,colors,classify,dedup, full (the detection pipeline), or "
+            "auto (every stage whose weights are in the local cache). classify and dedup run "
+            "as follow-on jobs on the ingested scenes."
         ),
     ] = "colors",
 ) -> None:
@@ -99,6 +100,7 @@ def process(
     from modomo.jobs import create_job, dispatch_batches, finish_if_done
     from modomo.sources import expand_sources, ingest
     from modomo.sources.inputs import SourceError
+    from modomo.tasks.classification_tasks import classify_scenes_batch, run_dedup_job
     from modomo.tasks.color_tasks import process_colors_batch
     from modomo.tasks.detection_tasks import process_scenes_batch
 
@@ -114,51 +116,88 @@ def process(
             "--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
             "the embedded worker lives only as long as this command"
         )
-    detection = stages != ("colors",)
+    # One job per kind of work, in order: the first ingests, the others follow on its scenes.
+    ai = tuple(s for s in stages if s not in FOLLOW_ON)
+    kinds = ([("colors" if ai == ("colors",) else "detection")] if ai else []) + [
+        s for s in FOLLOW_ON if s in stages
+    ]
+    if len(kinds) > 1 and not wait:
+        raise _fail(
+            f"--no-wait runs one job, and --pipeline {pipeline} needs {len(kinds)} in turn "
+            f"({', '.join(kinds)}); follow them, or run `modomo classify` / `modomo dedup` later"
+        )
     job_id = create_job(
-        "detection" if detection else "colors",
-        {"sources": sources, "inputs": len(inputs), "stages": list(stages)},
+        kinds[0], {"sources": sources, "inputs": len(inputs), "stages": list(stages)}
     )
-    console.print(f"job [bold]{job_id}[/]: {len(inputs)} inputs")
+    console.print(f"job [bold]{job_id}[/] ({kinds[0]}): {len(inputs)} inputs")
+    size = batch_size or settings.batch_size
+    jobs: list[Any] = []
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
     with worker:
         with progress_bar() as progress:
             bar = progress.add_task("ingest", total=len(inputs), note="")
             report = ingest(job_id, inputs, lambda done, _: progress.update(bar, completed=done))
-        size = batch_size or settings.batch_size
-        if detection:
-            dispatch_batches(
-                job_id, process_scenes_batch, report.scene_ids, size, stages=list(stages)
-            )
-        else:
-            dispatch_batches(job_id, process_colors_batch, report.scene_ids, size)
-        if not report.scene_ids:
-            finish_if_done(job_id)
         note = f"{len(report.scene_ids)} scenes"
         if report.duplicates:
             note += f" ({report.duplicates} already known or repeated)"
         console.print(f"ingested {note}, {len(report.failed)} failed at ingest")
-        if not wait:
-            console.print(f"submitted; follow with `modomo jobs show {job_id}`")
-            return
-        from modomo.console import follow_job
+        for position, kind in enumerate(kinds):
+            if position:
+                job_id = create_job(kind, {"stages": [kind]}, parent_id=jobs[0].id)
+                console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
+            if kind == "dedup":
+                run_dedup_job.apply_async(kwargs={"job_id": str(job_id)})
+            else:
+                task, options = {
+                    "colors": (process_colors_batch, {}),
+                    "detection": (process_scenes_batch, {"stages": list(ai)}),
+                    "classify": (classify_scenes_batch, {}),
+                }[kind]
+                dispatch_batches(job_id, task, report.scene_ids, size, **options)
+                if not report.scene_ids:
+                    finish_if_done(job_id)
+            if not wait:
+                console.print(f"submitted; follow with `modomo jobs show {job_id}`")
+                return
+            from modomo.console import follow_job
 
-        job = follow_job(job_id)
-    _print_summary(job_id, report.scene_ids[:show], settings)
-    if detection:
+            jobs.append(follow_job(job_id))
+    _print_summary(jobs[0].id, report.scene_ids[:show], settings)
+    if "detection" in kinds:
         _print_objects(report.scene_ids)
-    if job.status != "completed":
+    if "classify" in kinds:
+        _print_classes(report.scene_ids)
+    if "dedup" in kinds:
+        _print_groups()
+    if any(job.status != "completed" for job in jobs):
         raise typer.Exit(1)
 
 
+FOLLOW_ON = ("classify", "dedup")
+"""Pipeline stages that run as their own jobs after the first (see ``modomo process``)."""
+
+
 def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
-    """The stages ``--pipeline`` asks for; ``auto`` drops (and names) those without weights."""
+    """The stages ``--pipeline`` asks for; ``auto`` drops (and names) those without weights.
+
+    Raises:
+        ValueError: an unknown stage, or an inconsistent set (see
+            :func:`modomo.inference.parse_stages`).
+    """
     from modomo.console import console
     from modomo.inference import STAGES, parse_stages
     from modomo.models import MissingWeightsError, resolve
 
-    if text != "auto":
-        return parse_stages(text)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - {*STAGES, *FOLLOW_ON, "full", "auto"})
+    if unknown or not names:
+        raise ValueError(
+            f"unknown pipeline stage(s) {unknown or names}: use a comma-separated subset of "
+            f"{','.join((*STAGES, *FOLLOW_ON))}, full or auto"
+        )
+    if names != ["auto"]:
+        rest = [n for n in names if n not in FOLLOW_ON]
+        return (parse_stages(rest) if rest else ()) + tuple(s for s in FOLLOW_ON if s in names)
     needs = {
         "detect": [("detector", settings.detector_weights)],
         "segment": [("segmenter", settings.segmenter_weights)],
@@ -166,9 +205,10 @@ def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
             ("depth", settings.depth_weights),
             ("depth_fallback", settings.depth_fallback_weights),
         ],
+        "classify": [("clip", settings.clip_weights)],
     }
     chosen = []
-    for stage in STAGES:
+    for stage in (*STAGES, *FOLLOW_ON):
         candidates = [(r, w) for r, w in needs.get(stage, []) if w]
         missing = []
         for role, weights in candidates:
@@ -214,6 +254,47 @@ def _print_objects(scene_ids: list[uuid.UUID]) -> None:
     for group, category, count, confidence in rows:
         table.add_row(group, category, str(count), f"{confidence:.2f}")
     console.print(table if rows else "no objects detected")
+
+
+def _print_classes(scene_ids: list[uuid.UUID]) -> None:
+    from modomo.console import console
+    from modomo.db.models import Scene
+    from modomo.db.session import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(Scene.source_key, Scene.classification).where(
+                Scene.id.in_(scene_ids), Scene.classification.is_not(None)
+            )
+        ).all()
+    table = Table("image", "room type", "style", "scene type", title="classification")
+    for key, classification in rows[:30]:
+        cells = [
+            f"{classification[a]['label']} ({classification[a]['probability']:.2f})"
+            for a in ("room_type", "style", "scene_type")
+        ]
+        table.add_row(Path(key.removeprefix("file:")).name, *cells)
+    console.print(table if rows else "no scene classified")
+
+
+def _print_groups(limit: int = 20, offset: int = 0) -> None:
+    from modomo.console import console
+    from modomo.duplicates import group_count, list_groups
+
+    groups = list_groups(limit, offset)
+    table = Table("group", "method", "scenes", "canonical", "duplicates", title="duplicate groups")
+    for group in groups:
+        names = [Path(s["source_key"].removeprefix("file:")).name for s in group["scenes"]]
+        table.add_row(
+            group["id"][:8], group["method"], str(group["size"]), names[0], ", ".join(names[1:])
+        )
+    total = group_count()
+    console.print(table if groups else "no near-duplicate scenes")
+    if total > offset + len(groups):
+        console.print(
+            f"… {total - offset - len(groups)} more groups: "
+            f"`modomo duplicates --offset {offset + len(groups)}`"
+        )
 
 
 def _print_summary(job_id: uuid.UUID, scene_ids: list[uuid.UUID], settings: Settings) -> None:
@@ -472,6 +553,86 @@ def import_hf(
     )
 
 
+@app.command()
+def classify(
+    force: Annotated[
+        bool, typer.Option("--force", help="Also the scenes already classified.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many scenes.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+) -> None:
+    """Classify scenes with CLIP (room type, style, scene type) and store their embeddings."""
+    _run_source_job(
+        "classify",
+        "modomo.tasks.classification_tasks.run_scene_reclassification_job",
+        {"limit": limit, "force_reclassify": force},
+        wait,
+    )
+
+
+@app.command()
+def dedup(
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+) -> None:
+    """Find near-duplicate scenes (pHash, embeddings) and rebuild the duplicate groups."""
+    _run_source_job("dedup", "modomo.tasks.classification_tasks.run_dedup_job", {}, wait)
+    if wait:
+        _print_groups()
+
+
+@app.command()
+def duplicates(
+    limit: Annotated[int, typer.Option(min=1, help="Groups to show.")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Groups to skip.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the duplicate groups found by the last `modomo dedup`, canonical scene first."""
+    from modomo.duplicates import list_groups
+
+    _ensure_database(get_settings())
+    if as_json:
+        sys.stdout.write(json.dumps(list_groups(limit, offset), indent=2) + "\n")
+    else:
+        _print_groups(limit, offset)
+
+
+@app.command()
+def similar(
+    scene_id: Annotated[str, typer.Argument(help="A scene id.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many scenes.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The scenes whose image embeddings are nearest to this scene's (cosine similarity)."""
+    from modomo.catalog import SceneNotFound
+    from modomo.console import console
+    from modomo.similarity import NoEmbedding, similar_scenes
+
+    try:
+        sid = uuid.UUID(scene_id)
+    except ValueError:
+        raise _fail(f"{scene_id!r} is not a scene id (a uuid)") from None
+    _ensure_database(get_settings())
+    try:
+        found = similar_scenes(sid, k)
+    except (SceneNotFound, NoEmbedding) as exc:
+        raise _fail(str(exc), code=1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    table = Table(
+        "scene", "similarity", "image", "room type", "style", title=f"nearest to {scene_id}"
+    )
+    for item in found:
+        table.add_row(
+            item["scene_id"],
+            f"{item['similarity']:.3f}",
+            Path(item["source_key"].removeprefix("file:")).name,
+            str(item["room_type"]),
+            str(item["style"]),
+        )
+    console.print(table if found else "no other scene has an embedding yet")
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what uses the key.")],
@@ -602,7 +763,7 @@ def models_list() -> None:
 def models_pull(
     roles: Annotated[
         list[str] | None,
-        typer.Argument(help="detector, segmenter, depth, depth_fallback (default: all)."),
+        typer.Argument(help="detector, segmenter, depth, depth_fallback, clip (default: all)."),
     ] = None,
 ) -> None:
     """Download model weights into the local cache (MODOMO_MODEL_DIR), for offline workers."""

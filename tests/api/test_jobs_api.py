@@ -224,15 +224,6 @@ def test_bad_fields_are_422_naming_the_field(
         assert any(field in error["loc"] for error in answer.json()["detail"]), answer.json()
 
 
-def test_endpoint_without_its_task_yet_answers_501(user: httpx.Client) -> None:
-    before = user.get("/jobs").json()["total"]
-    answer = user.post("/classify/reclassify", json={"limit": 5})
-    assert answer.status_code == 501
-    assert "scene classification" in answer.json()["detail"]
-    assert "not available" in answer.json()["detail"]
-    assert user.get("/jobs").json()["total"] == before  # no job row for work that cannot run
-
-
 @pytest.mark.parametrize(
     ("path", "body", "job_type", "params"),
     [

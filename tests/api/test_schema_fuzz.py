@@ -27,7 +27,7 @@ def test_no_server_errors(api: str, keys: Keys) -> None:
     from modomo.celery_app import app
     from modomo.queues import purge_queue
 
-    for queue in ("scraping", "import", "detection", "color_processing"):
+    for queue in ("scraping", "import", "detection", "color_processing", "classification"):
         purge_queue(app, queue)
     assert len(seen) == len(operations)
     assert any(codes & {200, 202} for codes in seen.values())

@@ -11,6 +11,13 @@ Tables:
 - ``detected_objects``: the objects the detection pipeline found in a scene; re-running the
   pipeline on a scene replaces them.
 - ``api_keys``: the API's credentials, stored as SHA-256 digests (never the key itself).
+- ``duplicate_groups``: scenes that are near-duplicates of each other (pHash or embedding),
+  each group with one canonical scene; ``scenes.duplicate_group_id`` names a scene's group.
+
+Image embeddings (``scenes.clip_embedding``, ``detected_objects.embedding``) are pgvector
+``vector(d)`` columns on PostgreSQL when the extension is available (Supabase has it), a
+``double precision[]`` otherwise, and JSON on SQLite; :class:`Embedding` reads and writes
+all three as lists of floats.
 """
 
 from __future__ import annotations
@@ -31,13 +38,17 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
     "ApiKey",
     "Base",
     "DetectedObject",
+    "DuplicateGroup",
+    "Embedding",
     "Job",
     "JobScene",
     "JobStatus",
@@ -55,6 +66,31 @@ JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postg
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+class Embedding(TypeDecorator[list[float]]):
+    """An L2-normalised embedding, a list of floats in Python.
+
+    On PostgreSQL the column is ``vector(d)`` (pgvector) or ``double precision[]``; both take
+    a bound ``float8[]`` (pgvector defines an assignment cast from it), and a ``vector`` is
+    read back as its text form ``[x,y,…]``, parsed here. JSON on SQLite.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(DOUBLE_PRECISION()))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else [float(v) for v in value]
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[float] | None:
+        if isinstance(value, str):  # pgvector's text form
+            return [float(v) for v in value.strip("[]").split(",")] if value.strip("[]") else []
+        return None if value is None else [float(v) for v in value]
 
 
 class JobStatus:
@@ -141,7 +177,13 @@ class Scene(Base):
     depth_model: Mapped[str | None] = mapped_column(String(128))
     # {"unit", "offset", "scale", "min", "max", "width", "height"}: value = offset + scale * png
     depth_info: Mapped[dict[str, Any] | None] = mapped_column()
-    clip_embedding: Mapped[list[Any] | None] = mapped_column()
+    # {"room_type"|"style"|"scene_type": {"label", "probability", "top_k"}, "model", ...}
+    classification: Mapped[dict[str, Any] | None] = mapped_column()
+    clip_embedding: Mapped[list[float] | None] = mapped_column(Embedding, deferred=True)
+    embedding_model: Mapped[str | None] = mapped_column(String(128))
+    duplicate_group_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("duplicate_groups.id", ondelete="SET NULL"), index=True
+    )
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -222,6 +264,7 @@ class DetectedObject(Base):
     colors: Mapped[dict[str, Any] | None] = mapped_column()
     # {"detector": "yolo11n.pt@8.4.190", "segmenter": ..., "depth": ...}
     models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    embedding: Mapped[list[float] | None] = mapped_column(Embedding, deferred=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
@@ -245,3 +288,28 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DuplicateGroup(Base):
+    """Scenes that are near-duplicates of each other (``duplicate_groups``).
+
+    ``method`` says which evidence joined them: ``phash`` (perceptual hashes within
+    ``max_distance`` bits), ``embedding`` (cosine similarity at least ``min_similarity``) or
+    both (``phash+embedding``). The canonical scene is the one an export keeps: the largest
+    image, then the oldest. A de-duplication run replaces every group.
+    """
+
+    __tablename__ = "duplicate_groups"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    canonical_scene_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("scenes.id", ondelete="CASCADE", use_alter=True)
+    )
+    method: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    max_distance: Mapped[int | None] = mapped_column(Integer)
+    min_similarity: Mapped[float | None] = mapped_column(Float)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

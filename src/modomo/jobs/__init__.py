@@ -17,6 +17,7 @@ from modomo.jobs.lifecycle import (
     job_record,
     list_jobs,
     open_source,
+    set_result,
     update_params,
 )
 from modomo.jobs.reporter import ProgressReporter
@@ -39,5 +40,6 @@ __all__ = [
     "job_record",
     "list_jobs",
     "open_source",
+    "set_result",
     "update_params",
 ]

@@ -156,6 +156,19 @@ def update_params(job_id: uuid.UUID | str, **values: Any) -> dict[str, Any]:
         return dict(job.params)
 
 
+def set_result(job_id: uuid.UUID | str, result: dict[str, Any]) -> None:
+    """Store a job's ``result`` JSON (what a whole-catalogue job such as de-duplication found).
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        job = _locked(session, jid)
+        job.result = result
+        job.updated_at = utcnow()
+
+
 SOURCE_OPEN = "source_open"
 """Job param set while a source (a crawl, an import) is still adding scenes to the job."""
 

@@ -61,9 +61,13 @@ class _Pending:
     scene_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
     # each scene's complete new set of detected objects (replacing what it had)
     objects: dict[uuid.UUID, list[dict[str, Any]]] = field(default_factory=dict)
+    # column updates of existing detected objects, grouped like scene_values
+    object_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.done or self.failed or self.scene_values or self.objects)
+        return bool(
+            self.done or self.failed or self.scene_values or self.objects or self.object_values
+        )
 
     def add_values(self, scene_id: uuid.UUID, values: dict[str, Any]) -> None:
         self.scene_values.setdefault(tuple(sorted(values)), []).append(
@@ -90,6 +94,13 @@ class _Pending:
                 update(SCENES)
                 .where(SCENES.c.id == bindparam("_scene_id"))
                 .values({**{c: bindparam(c) for c in columns}, "updated_at": now})
+            )
+            session.connection().execute(statement, rows)
+        for columns, rows in self.object_values.items():
+            statement = (
+                update(OBJECTS)
+                .where(OBJECTS.c.id == bindparam("_object_id"))
+                .values({c: bindparam(c) for c in columns})
             )
             session.connection().execute(statement, rows)
 
@@ -150,6 +161,7 @@ class ProgressReporter:
         scene_id: uuid.UUID | str,
         values: dict[str, Any] | None = None,
         objects: list[dict[str, Any]] | None = None,
+        object_values: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> None:
         """Record that a scene passed the stage, with its results.
 
@@ -160,6 +172,8 @@ class ProgressReporter:
             objects: when given, the scene's complete set of ``detected_objects`` rows
                 (columns without id, scene_id, job_id): its old objects are deleted and these
                 inserted in the same transaction, so a re-run never duplicates them.
+            object_values: per id of an existing object of the scene, ``detected_objects``
+                columns to set (e.g. its crop's ``embedding``).
         """
         sid = uuid.UUID(str(scene_id))
         self._pending.done.append(sid)
@@ -167,6 +181,10 @@ class ProgressReporter:
             self._pending.add_values(sid, values)
         if objects is not None:
             self._pending.objects[sid] = objects
+        for object_id, columns in (object_values or {}).items():
+            self._pending.object_values.setdefault(tuple(sorted(columns)), []).append(
+                {"_object_id": object_id, **columns}
+            )
         self.flush()
 
     def failed(

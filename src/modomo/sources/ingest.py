@@ -11,6 +11,7 @@ An input that cannot be read, fetched or identified as an image still gets a sce
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +28,13 @@ from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.images import ImageError, fetch_image, image_key, probe_image
 from modomo.images.loading import ImageInfo
+from modomo.images.phash import phash_hex
 from modomo.jobs.accounting import add_scenes, apply_outcomes, record_failures
 from modomo.sources.inputs import Input
 
 __all__ = ["IngestReport", "existing_keys", "ingest"]
+
+log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 READ_THREADS = 8
@@ -57,6 +61,7 @@ class _Read:
     data: bytes | None = None
     info: ImageInfo | None = None
     error: str | None = None
+    phash: str | None = None
 
 
 def _read(item: Input, settings: Settings) -> _Read:
@@ -75,11 +80,22 @@ def _read(item: Input, settings: Settings) -> _Read:
             ).data
         else:
             data = Path(item.location).read_bytes()
-        return _Read(item, data, probe_image(data, max_pixels=settings.max_image_pixels))
+        info = probe_image(data, max_pixels=settings.max_image_pixels)
+        return _Read(item, data, info, phash=_phash(item, data, settings))
     except ImageError as exc:
         return _Read(item, error=str(exc))
     except OSError as exc:
         return _Read(item, error=f"cannot read {item.location}: {exc.strerror or exc}")
+
+
+def _phash(item: Input, data: bytes, settings: Settings) -> str | None:
+    # An image that probes but cannot be decoded in full is still ingested: the stage that
+    # decodes it fails that scene with the reason, and de-duplication skips it.
+    try:
+        return phash_hex(data, max_pixels=settings.max_image_pixels)
+    except ImageError as exc:
+        log.info("no pHash for %s: %s", item.location, exc)
+        return None
 
 
 def _scene_for_image(
@@ -96,9 +112,11 @@ def _scene_for_image(
         session.add(scene)
     # New scene, or the file at this key changed (or failed before): its old results go.
     scene.image_url = read.input.location if read.input.is_url else None
-    scene.image_key, scene.sha256 = key, sha256
+    scene.image_key, scene.sha256, scene.phash = key, sha256, read.phash
     scene.width, scene.height = read.info.width, read.info.height
     scene.status, scene.colors = SceneStatus.INGESTED, None
+    scene.classification = scene.clip_embedding = scene.embedding_model = None
+    scene.scene_type = scene.duplicate_group_id = None
     scene.room_type, scene.style = read.input.room_type, read.input.style
     scene.meta = {
         **(read.input.metadata or {}),

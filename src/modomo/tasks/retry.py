@@ -24,6 +24,7 @@ RETRYABLE: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
         "modomo.tasks.detection_tasks.process_scenes_batch",
         lambda params: {"stages": params.get("stages")},
     ),
+    "classify": ("modomo.tasks.classification_tasks.classify_scenes_batch", lambda params: {}),
 }
 """Job type -> (batch task name, its keyword arguments from the job's params)."""
 

@@ -51,6 +51,22 @@ def get_one_scene(scene_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
 
 
+@router.get("/{scene_id}/similar")
+def similar(
+    scene_id: uuid.UUID, _: CurrentUser, k: Annotated[int, Query(ge=1, le=100)] = 10
+) -> dict[str, Any]:
+    """The ``k`` scenes with the most similar image embeddings (cosine similarity), most
+    similar first. 409 when the scene has no embedding yet (classify it first)."""
+    from modomo.similarity import NoEmbedding, similar_scenes
+
+    try:
+        return {"scene_id": str(scene_id), "k": k, "items": similar_scenes(scene_id, k)}
+    except SceneNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except NoEmbedding as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+
+
 def _image(scene_id: uuid.UUID) -> tuple[bytes, list[dict[str, Any]]]:
     from modomo.artifacts import artifact_store
 
