@@ -53,3 +53,4 @@ bench: setup services
 	$(RUN) python bench/ai_pipeline.py --size tiny --images 32
 	$(RUN) python bench/api_load.py
 	$(RUN) python bench/import.py
+	$(RUN) python bench/dedup.py

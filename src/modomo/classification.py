@@ -87,8 +87,7 @@ class SceneClassifier:
             MissingWeightsError: the weights are not available locally.
             ValueError: the model's embedding dimension is not ``MODOMO_EMBEDDING_DIM``.
         """
-        clip = self.models.clip()
-        clip.check_dim(self.settings.embedding_dim)
+        clip = self.models.clip()  # the registry checks the dimension as it loads
         clip.label_sets(tuple(self.settings.room_types), tuple(self.settings.styles))
 
     def _encode(self, images: Sequence[np.ndarray]) -> list[np.ndarray | BaseException]:
