@@ -54,3 +54,4 @@ bench: setup services
 	$(RUN) python bench/api_load.py
 	$(RUN) python bench/import.py
 	$(RUN) python bench/dedup.py
+	$(RUN) python bench/export.py

@@ -27,6 +27,7 @@ EXPECTED_QUEUE = {
     "modomo.tasks.classification_tasks.run_dedup_job": "classification",
     "modomo.tasks.scraping_tasks.run_scraping_job": "scraping",
     "modomo.tasks.import_tasks.import_huggingface_dataset": "import",
+    "modomo.tasks.export_tasks.run_export_job": "celery",
 }
 
 

@@ -48,6 +48,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "modomo.tasks.scraping_tasks.*": {"queue": "scraping"},
     "modomo.tasks.import_tasks.*": {"queue": "import"},
     "modomo.tasks.maintenance_tasks.*": {"queue": "maintenance"},
+    "modomo.tasks.export_tasks.*": {"queue": "celery"},
 }
 """Routes by task module: each domain's tasks go to that domain's queue."""
 
@@ -57,6 +58,7 @@ TASK_MODULES: tuple[str, ...] = (
     "modomo.tasks.classification_tasks",
     "modomo.tasks.scraping_tasks",
     "modomo.tasks.import_tasks",
+    "modomo.tasks.export_tasks",
 )
 """Modules whose tasks every worker registers."""
 

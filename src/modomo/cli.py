@@ -633,6 +633,161 @@ def similar(
     console.print(table if found else "no other scene has an embedding yet")
 
 
+def _filters(values: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--filter key=value`` options as ExportOptions fields (repeat a key for several)."""
+    fields = {"room_type": "room_types", "style": "styles", "source": "sources"}
+    fields["scene_type"] = "scene_types"
+    chosen: dict[str, list[str]] = {}
+    for value in values:
+        key, _, wanted = value.partition("=")
+        if key not in fields or not wanted:
+            raise _fail(
+                f"bad --filter {value!r}: use KEY=VALUE with KEY one of {', '.join(fields)}"
+            )
+        chosen.setdefault(fields[key], []).append(wanted)
+    return {name: tuple(items) for name, items in chosen.items()}
+
+
+@app.command()
+def export(
+    export_format: Annotated[
+        str, typer.Option("--format", help="coco, yolo or hf (Hugging Face datasets).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    job: Annotated[str | None, typer.Option("--job", help="Only this job's scenes.")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter", help="KEY=VALUE, KEY one of room_type, style, source, scene_type (repeat)."
+        ),
+    ] = None,
+    min_confidence: Annotated[
+        float, typer.Option(min=0, max=1, help="Leave out objects below this confidence.")
+    ] = 0.0,
+    include_failed: Annotated[bool, typer.Option(help="Keep scenes that failed.")] = False,
+    include_duplicates: Annotated[
+        bool, typer.Option(help="Keep non-canonical near-duplicates.")
+    ] = False,
+    splits: Annotated[
+        str, typer.Option(help="train,val,test ratios, summing to 1.")
+    ] = "0.8,0.1,0.1",
+    yolo_task: Annotated[
+        str, typer.Option(help="YOLO labels: detect (boxes) or segment (polygons).")
+    ] = "detect",
+    name: Annotated[str, typer.Option(help="The dataset's name in its card.")] = "modomo-interiors",
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Hugging Face repo id to push an hf export to.")
+    ] = None,
+    sheet: Annotated[
+        bool, typer.Option("--sheet", help="Also write contact_sheet.png (first 48 scenes).")
+    ] = False,
+) -> None:
+    """Export scenes as a dataset: COCO instance segmentation, YOLO, or Hugging Face."""
+    from modomo.console import console, progress_bar
+    from modomo.export import FORMATS, ExportOptions, run_export
+
+    settings = get_settings()
+    if export_format not in FORMATS:
+        raise _fail(f"unknown --format {export_format!r}; expected one of {', '.join(FORMATS)}")
+    if yolo_task not in ("detect", "segment"):
+        raise _fail(f"unknown --yolo-task {yolo_task!r}; expected detect or segment")
+    if push_to_hub and export_format != "hf":
+        raise _fail("--push-to-hub needs --format hf")
+    if push_to_hub and settings.hf_token is None:
+        raise _fail("--push-to-hub needs a Hugging Face token: set MODOMO_HF_TOKEN (or HF_TOKEN)")
+    try:
+        ratios = tuple(float(part) for part in splits.split(","))
+        if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+            raise ValueError
+        job_id = uuid.UUID(job) if job else None
+    except ValueError:
+        raise _fail(
+            f"bad --splits {splits!r} (three non-negative numbers summing to 1) or --job {job!r}"
+        ) from None
+    _ensure_database(settings)
+    options = ExportOptions(
+        format=export_format,  # type: ignore[arg-type]
+        job_id=job_id,
+        min_confidence=min_confidence,
+        include_failed=include_failed,
+        include_duplicates=include_duplicates,
+        ratios=ratios,  # type: ignore[arg-type]
+        yolo_task=yolo_task,  # type: ignore[arg-type]
+        name=name,
+        **_filters(filters or []),  # type: ignore[arg-type]
+    )
+    with progress_bar() as progress:
+        bar = progress.add_task(f"export {export_format}", total=None, note="")
+        manifest = run_export(options, out, lambda n: progress.update(bar, completed=n))
+    table = Table("split", "scenes", "objects", title=f"{export_format} export in {out}")
+    for split, counts in manifest["counts"].items():
+        table.add_row(split, str(counts["scenes"]), str(counts["objects"]))
+    console.print(table)
+    console.print(f"manifest: {out / 'manifest.json'} (checksum {manifest['checksum'][:16]}…)")
+    if sheet:
+        console.print(f"contact sheet: {_write_sheet(out, options)}")
+    if push_to_hub:
+        from modomo.export.hf import push_to_hub as push
+
+        assert settings.hf_token is not None
+        push(out, push_to_hub, settings.hf_token.get_secret_value())
+        console.print(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+
+
+SHEET_SCENES = 48
+
+
+def _scene_preview(scene_id: uuid.UUID, max_size: int | None) -> bytes:
+    """A scene's stored image with its objects drawn, as PNG bytes."""
+    from modomo.artifacts import artifact_store
+    from modomo.catalog import scene_image_key
+    from modomo.images import load_image
+    from modomo.preview import render_preview
+
+    key, objects = scene_image_key(scene_id)
+    if key is None:
+        raise LookupError(f"scene {scene_id} has no stored image")
+    image = load_image(artifact_store().get_bytes(key), max_pixels=get_settings().max_image_pixels)
+    return render_preview(image.rgb, objects, max_size=max_size)
+
+
+def _write_sheet(out: Path, options: Any) -> Path:
+    """A contact sheet of the first exported scenes (in the export's order)."""
+    from modomo.export.runner import chosen_scene_ids
+    from modomo.preview import contact_sheet
+
+    previews = [_scene_preview(sid, 256) for sid in chosen_scene_ids(options, SHEET_SCENES)]
+    target = out / "contact_sheet.png"
+    target.write_bytes(contact_sheet(previews))
+    return target
+
+
+@app.command()
+def preview(
+    scene_id: Annotated[str, typer.Argument(help="A scene id.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    max_size: Annotated[
+        int, typer.Option(min=0, help="Longest side in pixels (0: the image's own size).")
+    ] = 1024,
+) -> None:
+    """Draw a scene's detected objects (masks, boxes, labels) over its image, as a PNG."""
+    from modomo.catalog import SceneNotFound
+    from modomo.console import console
+    from modomo.images import ImageError
+
+    try:
+        sid = uuid.UUID(scene_id)
+    except ValueError:
+        raise _fail(f"{scene_id!r} is not a scene id (a uuid)") from None
+    _ensure_database(get_settings())
+    try:
+        data = _scene_preview(sid, max_size or None)
+    except (SceneNotFound, LookupError, FileNotFoundError, ImageError) as exc:
+        raise _fail(str(exc), code=1) from None
+    out.write_bytes(data)
+    console.print(f"wrote {out}")
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what uses the key.")],

@@ -348,6 +348,13 @@ class Settings(BaseSettings):
         "semantic near-duplicates (1 disables).",
     )
 
+    # --- export (see modomo.export) -------------------------------------------------------
+    hf_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("hf_token", "HF_TOKEN"),
+        description="Hugging Face token for `modomo export --push-to-hub` (write access).",
+    )
+
     # --- API service (see modomo.api) ------------------------------------------------
     api_host: str = Field(
         default="127.0.0.1",

@@ -13,7 +13,7 @@ from tests.api.conftest import Keys
 
 pytestmark = pytest.mark.services
 
-FUZZED = r"^/(jobs|scenes|objects|detect|process|scraper|import|classify)"
+FUZZED = r"^/(jobs|scenes|objects|detect|process|scraper|import|classify|dedup|duplicates|exports)"
 
 
 def test_no_server_errors(api: str, keys: Keys) -> None:
@@ -27,7 +27,8 @@ def test_no_server_errors(api: str, keys: Keys) -> None:
     from modomo.celery_app import app
     from modomo.queues import purge_queue
 
-    for queue in ("scraping", "import", "detection", "color_processing", "classification"):
+    queues = ("scraping", "import", "detection", "color_processing", "classification", "celery")
+    for queue in queues:
         purge_queue(app, queue)
     assert len(seen) == len(operations)
     assert any(codes & {200, 202} for codes in seen.values())

@@ -212,3 +212,23 @@ def test_image_key(fmt: str, extension: str) -> None:
 def test_image_key_rejects_bad_input(digest: str, fmt: str) -> None:
     with pytest.raises(ValueError):
         image_key(digest, fmt)
+
+
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_put_file_and_open_stream_large_artifacts(
+    kind: str, local_store: ArtifactStore, memory_store: ArtifactStore, tmp_path: Path
+) -> None:
+    store = local_store if kind == "local" else memory_store
+    data = os.urandom(3 << 20)
+    source = tmp_path / "archive.zip"
+    source.write_bytes(data)
+    assert store.put_file("exports/a/archive.zip", source) == "exports/a/archive.zip"
+    with store.open("exports/a/archive.zip") as handle:
+        assert handle.read(10) == data[:10]
+        assert handle.read() == data[10:]
+    if kind == "local":  # atomic: no temporary file left beside it
+        assert [p.name for p in (tmp_path / "artifacts" / "exports" / "a").iterdir()] == [
+            "archive.zip"
+        ]
+    with pytest.raises(FileNotFoundError, match="exports/missing.zip"):
+        store.open("exports/missing.zip")

@@ -18,6 +18,7 @@ __all__ = [
     "Accepted",
     "ColorsRequest",
     "DetectRequest",
+    "ExportRequest",
     "HuggingFaceImportRequest",
     "Page",
     "ReclassifyRequest",
@@ -122,6 +123,43 @@ class ReclassifyRequest(_Request):
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] | None = None
     force_reclassify: bool = False
+
+
+_Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class ExportRequest(_Request):
+    """Export scenes as a dataset (COCO, YOLO or Hugging Face), zipped for download."""
+
+    format: Literal["coco", "yolo", "hf"]
+    job_id: uuid.UUID | None = Field(default=None, description="Only this job's scenes.")
+    room_types: Annotated[list[_Label], Field(max_length=32)] = []
+    styles: Annotated[list[_Label], Field(max_length=32)] = []
+    sources: Annotated[list[_Label], Field(max_length=8)] = []
+    scene_types: Annotated[
+        list[Literal["scene", "object", "hybrid", "unknown"]], Field(max_length=4)
+    ] = []
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    include_failed: bool = False
+    include_duplicates: bool = False
+    ratios: Annotated[
+        list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=3, max_length=3)
+    ] = [
+        0.8,
+        0.1,
+        0.1,
+    ]
+    yolo_task: Literal["detect", "segment"] = "detect"
+    name: Annotated[str, Field(min_length=1, max_length=96, pattern=r"^[\w.-]+$")] = (
+        "modomo-interiors"
+    )
+
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, value: list[float]) -> list[float]:
+        if abs(sum(value) - 1) > 1e-6:
+            raise ValueError("train, val and test ratios must sum to 1")
+        return value
 
 
 class Page(BaseModel):

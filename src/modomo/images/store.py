@@ -19,7 +19,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
+import uuid
 from contextlib import suppress
+from typing import BinaryIO, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -144,6 +147,45 @@ class ArtifactStore:
                 self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 self.fs.pipe_file(path, bytes(data))
         return key
+
+    def put_file(self, key: str, local_path: str | os.PathLike[str]) -> str:
+        """Store a local file under ``key`` without reading it into memory (large exports).
+
+        Atomic on local filesystems (copy to a temporary file, then :func:`os.replace`).
+
+        Returns:
+            ``key``.
+
+        Raises:
+            ValueError: ``key`` is not a safe relative key.
+            OSError: reading the file or the filesystem failed.
+        """
+        path = self._path(key)
+        if self._local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+            try:
+                shutil.copyfile(local_path, temporary)
+                os.replace(temporary, path)
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(temporary)
+        else:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(os.fspath(local_path), path)
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        """A binary file object reading what is stored under ``key`` (close it after use).
+
+        Raises:
+            ValueError: ``key`` is not a safe relative key.
+            FileNotFoundError: Nothing is stored under ``key``.
+        """
+        path = self._path(key)
+        if not self.fs.isfile(path):
+            raise FileNotFoundError(f"artifact not found: {key!r} (looked in {self.url(key)})")
+        return cast(BinaryIO, self.fs.open(path, "rb"))
 
     def get_bytes(self, key: str) -> bytes:
         """Return the bytes stored under ``key``.

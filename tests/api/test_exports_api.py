@@ -1,0 +1,66 @@
+"""``POST /exports``, ``GET /exports/{id}`` and its download on a real server with a worker on
+the ``celery`` queue: the archive holds the dataset and its manifest."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.scenes import make_scenes
+from tests.support import celery_worker
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with celery_worker(queues="celery", log_path=log) as hostname:
+        yield hostname
+
+
+def test_export_job_and_download(user: httpx.Client, worker: str, tmp_path: Path) -> None:
+    scenes = make_scenes(tmp_path, 4)
+    from sqlalchemy import select
+
+    from modomo.db.models import JobScene
+    from modomo.db.session import session_scope
+
+    with session_scope() as session:
+        job_id = session.scalar(select(JobScene.job_id).where(JobScene.scene_id == scenes[0]))
+    answer = user.post("/exports", json={"format": "coco", "job_id": str(job_id)})
+    assert answer.status_code == 202, answer.text
+    export_id = answer.json()["job_id"]
+    assert user.get(f"/exports/{export_id}/download").status_code in (409, 200)
+    deadline = time.monotonic() + 120
+    while (record := user.get(f"/exports/{export_id}").json())["status"] != "completed":
+        assert record["status"] in ("pending", "running") and time.monotonic() < deadline, record
+        time.sleep(0.2)
+    assert record["download_url"] == f"/exports/{export_id}/download"
+    assert record["result"]["total"]["scenes"] == 4
+
+    download = user.get(record["download_url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+    assert "annotations/instances_train.json" in names and "README.md" in names
+    assert manifest["checksum"] == record["result"]["checksum"]
+    assert sum(1 for n in names if n.startswith("images/")) == 4
+
+
+def test_export_requests_are_validated(user: httpx.Client) -> None:
+    bad = user.post("/exports", json={"format": "csv"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "format"]
+    ratios = user.post("/exports", json={"format": "coco", "ratios": [0.5, 0.5, 0.5]})
+    assert ratios.status_code == 422 and ratios.json()["detail"][0]["loc"][:2] == ["body", "ratios"]
+    unknown = uuid.uuid4()
+    assert user.get(f"/exports/{unknown}").status_code == 404
+    assert user.get(f"/exports/{unknown}/download").status_code == 404
