@@ -69,6 +69,7 @@ def test_classification_endpoints_validate_and_enqueue(user: httpx.Client) -> No
         assert answer.status_code == 202, answer.text
         job = user.get(answer.json()["status_url"]).json()
         assert (job["type"], job["status"]) == (job_type, "pending")
+        assert job["created_by"].startswith("key:")  # whose job it is (Supabase RLS reads it)
         if body:
             assert job["params"] == {"limit": 5, "force_reclassify": True}
         # no classification worker in this module: cancel, so none later finds it pending

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException, status
 
+from modomo.api.keys import Principal
 from modomo.api.schemas import Accepted
 from modomo.celery_app import app as celery_app
 from modomo.db.models import JobStatus
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def enqueue_job(
+    principal: Principal,
     job_type: str,
     task_name: str,
     kwargs: dict[str, Any],
@@ -36,6 +38,8 @@ def enqueue_job(
     """Create a ``job_type`` job and send ``task_name(job_id=..., **kwargs)``.
 
     Args:
+        principal: who asked; recorded as the job's ``created_by`` (a JWT's ``sub`` or
+            ``key:<api key id>``), so Supabase's row-level security shows users their jobs.
         job_type: the job's type (``detection``, ``colors`` …).
         task_name: the registered Celery task that starts the job.
         kwargs: the task's keyword arguments besides ``job_id`` (JSON-able).
@@ -50,7 +54,10 @@ def enqueue_job(
         raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, detail=missing)
     task_id = str(uuid.uuid4())
     job_id = create_job(
-        job_type, params if params is not None else kwargs, celery_task_ids=[task_id]
+        job_type,
+        params if params is not None else kwargs,
+        celery_task_ids=[task_id],
+        created_by=principal.owner,
     )
     try:
         task.apply_async(kwargs={"job_id": str(job_id), **kwargs}, task_id=task_id)

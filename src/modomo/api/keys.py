@@ -55,6 +55,14 @@ class Principal:
     kind: str
 
     @property
+    def owner(self) -> str | None:
+        """What a job records as its creator: the JWT ``sub``, ``key:<key id>``, or None
+        when auth is disabled."""
+        if self.kind == "jwt":
+            return self.subject
+        return f"key:{self.subject}" if self.kind == "api_key" else None
+
+    @property
     def is_admin(self) -> bool:
         """True for the ``admin`` role."""
         return self.role == "admin"

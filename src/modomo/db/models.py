@@ -146,6 +146,9 @@ class Job(Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
     )
+    # The API principal that created the job: a JWT "sub" (a Supabase auth user's uuid) or
+    # "key:<api key id>"; NULL from the CLI. Supabase's RLS policies show users their own jobs.
+    created_by: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

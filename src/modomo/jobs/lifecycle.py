@@ -84,11 +84,13 @@ def create_job(
     *,
     parent_id: uuid.UUID | None = None,
     celery_task_ids: Sequence[str] = (),
+    created_by: str | None = None,
 ) -> uuid.UUID:
     """Create a pending job with no scenes yet; returns its id.
 
     ``celery_task_ids`` are ids of tasks the caller is about to send for the job (its start
-    task), recorded first so a cancel can revoke them.
+    task), recorded first so a cancel can revoke them; ``created_by`` names who asked (see
+    :attr:`modomo.db.models.Job.created_by`).
     """
     with session_scope() as session:
         job = Job(
@@ -97,6 +99,7 @@ def create_job(
             parent_id=parent_id,
             status=JobStatus.PENDING,
             celery_task_ids=list(celery_task_ids),
+            created_by=created_by,
         )
         session.add(job)
         session.flush()
@@ -366,6 +369,7 @@ def job_record(job: Job) -> dict[str, Any]:
         "error": job.error,
         "celery_task_ids": job.celery_task_ids,
         "parent_id": str(job.parent_id) if job.parent_id else None,
+        "created_by": job.created_by,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),

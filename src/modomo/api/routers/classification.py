@@ -21,13 +21,14 @@ _MISSING = "this worker image has no classification tasks (modomo.tasks.classifi
 
 @router.post("/classify/reclassify", status_code=status.HTTP_202_ACCEPTED)
 def reclassify(
-    _: Annotated[Principal, Depends(enqueue_limit)], body: ReclassifyRequest | None = None
+    principal: Annotated[Principal, Depends(enqueue_limit)], body: ReclassifyRequest | None = None
 ) -> Accepted:
     """Classify up to ``limit`` scenes not classified yet (all of them with
     ``force_reclassify``): room type, style and scene type (top k with probabilities,
     ``unknown`` below the threshold) and an image embedding per scene and object."""
     body = body or ReclassifyRequest()
     return enqueue_job(
+        principal,
         "classify",
         "modomo.tasks.classification_tasks.run_scene_reclassification_job",
         body.model_dump(),
@@ -36,12 +37,12 @@ def reclassify(
 
 
 @router.post("/dedup", status_code=status.HTTP_202_ACCEPTED)
-def dedup(_: Annotated[Principal, Depends(enqueue_limit)]) -> Accepted:
+def dedup(principal: Annotated[Principal, Depends(enqueue_limit)]) -> Accepted:
     """Hash the scenes without a pHash and rebuild the duplicate groups (pHash within
     ``MODOMO_PHASH_MAX_DISTANCE`` bits, embeddings from ``MODOMO_SEMANTIC_MIN_SIMILARITY``);
     the job's ``result`` says what was found."""
     return enqueue_job(
-        "dedup", "modomo.tasks.classification_tasks.run_dedup_job", {}, missing=_MISSING
+        principal, "dedup", "modomo.tasks.classification_tasks.run_dedup_job", {}, missing=_MISSING
     )
 
 

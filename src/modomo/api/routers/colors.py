@@ -16,11 +16,12 @@ router = APIRouter(tags=["colors"])
 
 @router.post("/process/colors", status_code=status.HTTP_202_ACCEPTED)
 def process_colors(
-    _: Annotated[Principal, Depends(enqueue_limit)], body: ColorsRequest | None = None
+    principal: Annotated[Principal, Depends(enqueue_limit)], body: ColorsRequest | None = None
 ) -> Accepted:
     """Compute CIELAB palettes (k-means) of up to ``limit`` scenes without one."""
     body = body or ColorsRequest()
     return enqueue_job(
+        principal,
         "colors",
         "modomo.tasks.color_tasks.run_color_processing_job",
         {"limit": body.limit},

@@ -19,7 +19,7 @@ router = APIRouter(tags=["detection"])
 
 @router.post("/detect/process", status_code=status.HTTP_202_ACCEPTED)
 def detect_process(
-    body: DetectRequest, _: Annotated[Principal, Depends(enqueue_limit)]
+    body: DetectRequest, principal: Annotated[Principal, Depends(enqueue_limit)]
 ) -> Accepted:
     """Detect, segment, estimate depth and colours: fetch ``image_url`` (public addresses
     only) or take ``scene_ids``; the work runs on the AI workers."""
@@ -44,6 +44,7 @@ def detect_process(
             )
         kwargs["scene_ids"] = [str(s) for s in body.scene_ids]
     return enqueue_job(
+        principal,
         "detection",
         "modomo.tasks.detection_tasks.run_detection_pipeline",
         kwargs,

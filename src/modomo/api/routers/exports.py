@@ -23,11 +23,14 @@ CHUNK = 1 << 20
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-def create_export(_: Annotated[Principal, Depends(enqueue_limit)], body: ExportRequest) -> Accepted:
+def create_export(
+    principal: Annotated[Principal, Depends(enqueue_limit)], body: ExportRequest
+) -> Accepted:
     """Export the chosen scenes (failed scenes and non-canonical near-duplicates left out
     unless asked for) with deterministic train/val/test splits stratified by room type."""
     options = body.model_dump(mode="json")
     return enqueue_job(
+        principal,
         "export",
         "modomo.tasks.export_tasks.run_export_job",
         {"options": options},

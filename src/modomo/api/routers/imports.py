@@ -16,11 +16,12 @@ router = APIRouter(tags=["import"])
 
 @router.post("/import/huggingface-dataset", status_code=status.HTTP_202_ACCEPTED)
 def import_huggingface_dataset(
-    body: HuggingFaceImportRequest, _: Annotated[Principal, Depends(enqueue_limit)]
+    body: HuggingFaceImportRequest, principal: Annotated[Principal, Depends(enqueue_limit)]
 ) -> Accepted:
     """Import ``limit`` rows of ``dataset``/``split`` from ``offset`` (optionally detecting
     objects in them afterwards)."""
     return enqueue_job(
+        principal,
         "import",
         "modomo.tasks.import_tasks.import_huggingface_dataset",
         body.model_dump(),

@@ -16,10 +16,11 @@ router = APIRouter(tags=["scraping"])
 
 @router.post("/scraper/start", status_code=status.HTTP_202_ACCEPTED)
 def scraper_start(
-    body: ScraperRequest, _: Annotated[Principal, Depends(enqueue_limit)]
+    body: ScraperRequest, principal: Annotated[Principal, Depends(enqueue_limit)]
 ) -> Accepted:
     """Crawl up to ``limit`` photos from the Houzz galleries of ``room_types``."""
     return enqueue_job(
+        principal,
         "scrape",
         "modomo.tasks.scraping_tasks.run_scraping_job",
         {"limit": body.limit, "room_types": list(body.room_types)},

@@ -6,7 +6,8 @@ Create Date: 2026-11-21 06:00:00
 
 On PostgreSQL the embedding columns become pgvector ``vector(d)`` (d = ``MODOMO_EMBEDDING_DIM``)
 with an HNSW cosine index when the ``vector`` extension can be created (Supabase has it), and
-``double precision[]`` otherwise. Offline (``modomo db sql``, for Supabase) pgvector is assumed.
+``double precision[]`` otherwise. Offline (``modomo db sql``, for Supabase) the same choice is
+made by the database that runs the SQL: a ``DO`` block checks ``pg_available_extensions``.
 """
 
 import logging
@@ -28,11 +29,39 @@ def _json() -> sa.types.TypeEngine:
     return sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 
+def _offline_embeddings(vector: str) -> None:
+    """The embedding columns in offline SQL: the database that runs it picks the type.
+
+    Like the online path: ``vector(d)`` with the HNSW index when the extension is available
+    and can be created, ``double precision[]`` otherwise. The ALTERs are EXECUTEd so that
+    ``vector`` is resolved only where it exists. (No ``%`` in the SQL: offline output is
+    compiled for psycopg's pyformat, which would double it.)
+    """
+    op.execute(
+        f"""DO $$
+DECLARE
+    column_type text := 'double precision[]';
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') THEN
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS vector;
+            column_type := '{vector}';
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'cannot create the vector extension: using double precision[]';
+        END;
+    END IF;
+    EXECUTE 'ALTER TABLE scenes ALTER COLUMN clip_embedding TYPE ' || column_type || ' USING NULL';
+    EXECUTE 'ALTER TABLE detected_objects ADD COLUMN embedding ' || column_type;
+    IF column_type = '{vector}' THEN
+        EXECUTE 'CREATE INDEX ix_scenes_clip_embedding_hnsw ON scenes '
+            || 'USING hnsw (clip_embedding vector_cosine_ops)';
+    END IF;
+END $$"""
+    )
+
+
 def _pgvector() -> bool:
     """Whether the ``vector`` extension is (now) installed; creates it when available."""
-    if context.is_offline_mode():
-        op.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        return True
     bind = op.get_bind()
     available = bind.execute(
         sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
@@ -84,6 +113,9 @@ def upgrade() -> None:
         op.add_column("detected_objects", sa.Column("embedding", sa.JSON(), nullable=True))
         return  # scenes.clip_embedding is already JSON there
     vector = f"vector({get_settings().embedding_dim})"
+    if context.is_offline_mode():
+        _offline_embeddings(vector)
+        return
     column_type = vector if _pgvector() else "double precision[]"
     op.execute(f"ALTER TABLE scenes ALTER COLUMN clip_embedding TYPE {column_type} USING NULL")
     op.execute(f"ALTER TABLE detected_objects ADD COLUMN embedding {column_type}")
