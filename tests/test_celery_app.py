@@ -28,6 +28,9 @@ EXPECTED_QUEUE = {
     "modomo.tasks.scraping_tasks.run_scraping_job": "scraping",
     "modomo.tasks.import_tasks.import_huggingface_dataset": "import",
     "modomo.tasks.export_tasks.run_export_job": "celery",
+    "modomo.tasks.maintenance_tasks.reap_stale_jobs": "maintenance",
+    "modomo.tasks.maintenance_tasks.cleanup_artifacts": "maintenance",
+    "modomo.tasks.maintenance_tasks.health_check": "maintenance",
 }
 
 

@@ -18,15 +18,17 @@ Reliability choices (Celery's "Optimizing" and "Tasks" guides):
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import worker_process_init
 from kombu import Queue
 
 from modomo.config import Settings, get_settings
 
-__all__ = ["QUEUES", "TASK_MODULES", "app", "make_celery"]
+__all__ = ["QUEUES", "TASK_MODULES", "app", "beat_schedule", "make_celery"]
 
 QUEUES: tuple[str, ...] = (
     "celery",
@@ -59,8 +61,37 @@ TASK_MODULES: tuple[str, ...] = (
     "modomo.tasks.scraping_tasks",
     "modomo.tasks.import_tasks",
     "modomo.tasks.export_tasks",
+    "modomo.tasks.maintenance_tasks",
 )
 """Modules whose tasks every worker registers."""
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What ``modomo beat`` runs: the stale-job reaper, the health check, the daily artifact
+    cleanup, and Celery's own ``celery.backend_cleanup`` when results live in a database
+    (Redis expires them by itself)."""
+    schedule: dict[str, dict[str, Any]] = {
+        "reap-stale-jobs": {
+            "task": "modomo.tasks.maintenance_tasks.reap_stale_jobs",
+            "schedule": float(settings.reaper_interval),
+        },
+        "health-check": {
+            "task": "modomo.tasks.maintenance_tasks.health_check",
+            "schedule": float(settings.health_check_interval),
+            "options": {"expires": float(settings.health_check_interval)},
+        },
+        "cleanup-artifacts": {
+            "task": "modomo.tasks.maintenance_tasks.cleanup_artifacts",
+            "schedule": crontab(minute=0, hour=settings.cleanup_hour),
+        },
+    }
+    if settings.result_backend.startswith("db+"):
+        schedule["backend-cleanup"] = {
+            "task": "celery.backend_cleanup",
+            "schedule": crontab(minute=30, hour=settings.cleanup_hour),
+            "options": {"queue": "maintenance"},
+        }
+    return schedule
 
 
 def _is_redis(url: str) -> bool:
@@ -98,7 +129,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         "timezone": "UTC",
+        "beat_schedule": beat_schedule(settings),
     }
+    # TLS to Redis (rediss://, e.g. a managed Redis): verify the server's certificate unless
+    # the URL says otherwise (?ssl_cert_reqs=...), as Celery insists on a choice.
+    if settings.broker_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.broker_url:
+        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if (
+        settings.result_backend.startswith("rediss://")
+        and "ssl_cert_reqs" not in settings.result_backend
+    ):
+        config["redis_backend_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if _is_redis(settings.broker_url):
         config["broker_transport_options"] = {
             "visibility_timeout": settings.redis_visibility_timeout,

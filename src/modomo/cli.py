@@ -450,6 +450,23 @@ def flower(
     celery_app.start(["flower", f"--port={port or settings.flower_port}", f"--address={address}"])
 
 
+@app.command()
+def beat(
+    schedule_file: Annotated[
+        Path | None,
+        typer.Option(help="Where beat keeps its last-run times (default DATA_DIR/celerybeat)."),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run Celery beat: the stale-job reaper, health checks and the daily cleanup (run one)."""
+    from modomo.celery_app import app as celery_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    target = schedule_file or settings.data_dir / "celerybeat-schedule"
+    celery_app.start(["beat", f"--schedule={target}", f"--loglevel={loglevel}"])
+
+
 def _run_source_job(job_type: str, task_name: str, kwargs: dict[str, object], wait: bool) -> None:
     """Create a job, send its source task, and follow it (the CLI side of scrape and import).
 

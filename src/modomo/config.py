@@ -171,6 +171,43 @@ class Settings(BaseSettings):
         description="Seconds Celery keeps task results.",
     )
 
+    # --- maintenance (Celery beat; see modomo.maintenance) ------------------------------
+    stale_job_timeout: PositiveInt = Field(
+        default=3600,
+        validation_alias=_env("stale_job_timeout"),
+        description="Seconds without progress after which the reaper treats a running job as "
+        "stalled (keep it above the task time limit).",
+    )
+    stale_job_max_reaps: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3,
+        validation_alias=_env("stale_job_max_reaps"),
+        description="Times the reaper re-sends a stalled job's unfinished scenes before it "
+        "fails them.",
+    )
+    reaper_interval: PositiveInt = Field(
+        default=300,
+        validation_alias=_env("reaper_interval"),
+        description="Seconds between stale-job reaper runs.",
+    )
+    health_check_interval: PositiveInt = Field(
+        default=300, validation_alias=_env("health_check_interval")
+    )
+    cleanup_hour: Annotated[int, Field(ge=0, le=23)] = Field(
+        default=3,
+        validation_alias=_env("cleanup_hour"),
+        description="Hour (UTC) of the daily cleanup.",
+    )
+    artifact_grace: PositiveInt = Field(
+        default=86400,
+        validation_alias=_env("artifact_grace"),
+        description="Seconds an artifact no scene refers to is kept before cleanup deletes it.",
+    )
+    export_retention: PositiveInt = Field(
+        default=7 * 86400,
+        validation_alias=_env("export_retention"),
+        description="Seconds export archives are kept.",
+    )
+
     # --- jobs ---------------------------------------------------------------------------
     batch_size: PositiveInt = Field(
         default=16,
@@ -520,6 +557,12 @@ class Settings(BaseSettings):
                 "MODOMO_VISIBILITY_TIMEOUT must be longer than MODOMO_TASK_TIME_LIMIT "
                 f"({self.redis_visibility_timeout} <= {self.task_time_limit}), or Redis "
                 "redelivers tasks that are still running"
+            )
+        if self.stale_job_timeout <= self.task_time_limit:
+            raise ValueError(
+                "MODOMO_STALE_JOB_TIMEOUT must be longer than MODOMO_TASK_TIME_LIMIT "
+                f"({self.stale_job_timeout} <= {self.task_time_limit}), or the reaper re-sends "
+                "batches that are still running"
             )
         return self
 

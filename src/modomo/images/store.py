@@ -21,8 +21,10 @@ import re
 import secrets
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import suppress
-from typing import BinaryIO, cast
+from datetime import datetime
+from typing import Any, BinaryIO, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -201,6 +203,23 @@ class ArtifactStore:
             message = f"artifact not found: {key!r} (looked in {self.url(key)})"
             raise FileNotFoundError(message) from exc
 
+    def iter_keys(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """Every artifact under ``prefix`` (a top-level folder such as ``images``), as
+        ``(key, last modified in seconds since the epoch)``; 0.0 where the filesystem does
+        not say. Temporary files of writes in progress are not listed.
+
+        Raises:
+            ValueError: ``prefix`` is not a safe relative key.
+        """
+        base = self._path(prefix)
+        if not self.fs.isdir(base):
+            return
+        for path, info in self.fs.find(base, detail=True).items():
+            key = path[len(self.root) + 1 :] if path.startswith(self.root + "/") else path
+            if key.endswith(".tmp") or info.get("type") != "file":
+                continue
+            yield key, _modified(info)
+
     def exists(self, key: str) -> bool:
         """Whether a file is stored under ``key`` (directories do not count).
 
@@ -229,6 +248,18 @@ class ArtifactStore:
         if self._local:
             return os.path.normpath(path)
         return str(self.fs.unstrip_protocol(path))
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """Last-modified time of an fsspec ``info`` entry (local ``mtime``, memory ``created``,
+    S3 ``LastModified``), in seconds since the epoch; 0.0 when absent."""
+    for name in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(name)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+    return 0.0
 
 
 def _atomic_write_local(path: str, data: bytes) -> None:
