@@ -35,6 +35,13 @@ if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
   apt_install chromium chromium-driver || echo "no Chromium: the dashboard browser test skips" >&2
 fi
 
+# docker-compose (v1, only to validate docker-compose.celery.yml; no daemon needed) and
+# ShellCheck, for tests/deploy, which skip without them. --no-install-recommends: Debian's
+# docker-compose recommends the docker.io engine, which the tests do not need.
+command -v docker-compose >/dev/null && command -v shellcheck >/dev/null \
+  || apt_install --no-install-recommends docker-compose shellcheck \
+  || echo "no docker-compose/shellcheck: their checks in tests/deploy skip" >&2
+
 ok=0
 redis_up || { echo "Redis is not answering on 127.0.0.1:6379" >&2; ok=1; }
 pg_up || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; ok=1; }
