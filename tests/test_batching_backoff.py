@@ -47,3 +47,24 @@ def test_an_item_that_fails_alone_gets_its_error_and_the_rest_goes_on() -> None:
 def test_no_oom_keeps_the_batch_size() -> None:
     results, largest = map_with_backoff([1, 2, 3], lambda b: list(b), is_oom=is_oom)
     assert results == [1, 2, 3] and largest == 3
+
+
+def test_closing_prefetch_does_not_wait_for_a_stalled_load() -> None:
+    # After a soft time limit the task leaves its loop at once; a read that hangs (a stalled
+    # network filesystem) must not hold it until the hard limit kills the worker child.
+    import time
+    from contextlib import closing
+
+    from modomo.batching import prefetch
+
+    def load(item: int) -> int:
+        if item == 2:
+            time.sleep(3)
+        return item
+
+    started = time.monotonic()
+    with closing(prefetch([1, 2, 3], load, depth=1)) as loads:
+        for _item, future in loads:
+            assert future.result() == 1
+            break
+    assert time.monotonic() - started < 1.0

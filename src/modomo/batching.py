@@ -25,7 +25,8 @@ def prefetch(
     """Yield ``(item, future of load(item))`` in order, loading up to ``depth`` items ahead.
 
     ``future.result()`` returns the loaded value or raises what ``load`` raised, so a bad
-    input fails alone. Closing the iterator early (``break``) cancels the loads not started.
+    input fails alone. Closing the iterator early (``break``, an exception) cancels the loads
+    not started and does not wait for the one in progress.
 
     Args:
         items: inputs, in order.
@@ -34,17 +35,18 @@ def prefetch(
     """
     pending: list[tuple[T, Future[R]]] = []
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        try:
-            for item in source:
-                pending.append((item, pool.submit(load, item)))
-                if len(pending) > depth:
-                    yield pending.pop(0)
-            while pending:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    try:
+        for item in source:
+            pending.append((item, pool.submit(load, item)))
+            if len(pending) > depth:
                 yield pending.pop(0)
-        finally:
-            for _, future in pending:
-                future.cancel()
+        while pending:
+            yield pending.pop(0)
+    finally:
+        # Do not wait for a load in progress: after a soft time limit the task must stop
+        # now, not when a stalled read returns (the thread finishes it in the background).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def map_with_backoff(

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import OperationalError
 
 from modomo.db.models import Job, JobStatus
 from modomo.db.session import session_scope
@@ -47,17 +48,33 @@ def progress_bar() -> Progress:
     )
 
 
+DB_RETRY_MAX_S = 2.0
+"""Longest wait between two reads of the job while the database is unreachable."""
+
+
 def follow_job(job_id: uuid.UUID, poll_s: float = 0.25) -> Job:
     """Show a live progress bar fed from the job record until the job is final.
+
+    While the database is unreachable (a restart, a network cut) the bar says so and the read
+    is retried with backoff (up to :data:`DB_RETRY_MAX_S` apart) until it answers again: the
+    workers retry their own writes, so the job goes on and the bar picks it up.
 
     Returns:
         The job row in its final state.
     """
     with progress_bar() as progress:
         bar = progress.add_task("job", total=None, note="")
+        backoff = poll_s
         while True:
-            with session_scope() as session:
-                job = session.get(Job, job_id)
+            try:
+                with session_scope() as session:
+                    job = session.get(Job, job_id)
+            except OperationalError:
+                progress.update(bar, note="[yellow]database unreachable, retrying[/]")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, DB_RETRY_MAX_S)
+                continue
+            backoff = poll_s
             assert job is not None, f"job {job_id} vanished"
             note = f"[{STATUS_STYLE.get(job.status, '')}]{job.status}[/]"
             if job.failed:

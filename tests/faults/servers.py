@@ -1,5 +1,6 @@
 """Servers a fault test owns: its own ``redis-server`` and its own PostgreSQL cluster, on free
-ports in temporary folders, started and stopped by pid (never the shared loopback services).
+ports in temporary folders, started and stopped by pid (never the shared loopback services);
+and the environment, side Celery app and subprocesses that use only those servers.
 
 ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the ``postgres`` user
 (``runuser``) on a folder that user owns.
@@ -8,22 +9,23 @@ ports in temporary folders, started and stopped by pid (never the shared loopbac
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import REPO, free_port
 
-__all__ = ["OwnPostgres", "OwnRedis", "own_postgres", "own_redis"]
+__all__ = ["OwnPostgres", "OwnRedis", "own_env", "own_postgres", "own_redis", "process", "side_app"]
 
 
 @dataclass
@@ -172,8 +174,58 @@ def own_postgres() -> Iterator[OwnPostgres]:
         upgrade(server.url)
         yield server
     finally:
-        try:
+        with suppress(subprocess.CalledProcessError):  # already stopped by the test
             server.stop()
-        except subprocess.CalledProcessError:
-            pass  # already stopped by the test
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_SERVICE_VARIABLES = re.compile(
+    r"^(PYTEST_|CELERY_|REDIS_URL$|DATABASE_URL$|MODOMO_(REDIS_URL|DATABASE_URL|BROKER_URL|"
+    r"RESULT_BACKEND|DATA_DIR|JWT_|FLOWER_|CORS_|AUTH_DISABLED|HF_TOKEN|SUPABASE_)|"
+    r"SUPABASE_|HF_TOKEN$)"
+)
+
+
+def own_env(redis_url: str, database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """A subprocess environment on this test's own servers (nothing of the session's)."""
+    env = {k: v for k, v in os.environ.items() if not _SERVICE_VARIABLES.match(k)}
+    env.update(
+        REDIS_URL=redis_url,
+        MODOMO_DATABASE_URL=database_url,
+        MODOMO_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def side_app(redis_url: str, database_url: str, data_dir: Path):  # type: ignore[no-untyped-def]
+    """A Celery app on the own servers, for pings, beside the session's app."""
+    from modomo.celery_app import make_celery
+    from modomo.config import load_settings
+
+    settings = load_settings(
+        redis_url=redis_url,
+        broker_url=redis_url,
+        result_backend=redis_url,
+        database_url=database_url,
+        data_dir=data_dir,
+    )
+    return make_celery(settings, set_as_current=False)
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process started here until the block ends (SIGTERM, SIGKILL after 20 s)."""
+    with open(log, "ab") as out:
+        child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(20)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()

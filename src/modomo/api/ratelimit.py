@@ -3,7 +3,8 @@
 The limit is ``MODOMO_API_RATE_LIMIT`` (``limits`` notation, e.g. ``10/second;300/minute``),
 counted per principal with a sliding-window counter. Counters live in Redis when Redis is
 configured, so every API process and replica shares them; otherwise in this process's memory.
-A request over the limit gets 429 with ``Retry-After`` in seconds.
+A request over the limit gets 429 with ``Retry-After`` in seconds; while the counters cannot be
+reached (Redis down) the request is refused with 503 and the reason, never let through uncounted.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import time
 
 from fastapi import HTTPException, status
 from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
+from redis import RedisError
 
 from modomo.api.auth import CurrentUser
 from modomo.api.keys import Principal
@@ -39,11 +42,19 @@ def enqueue_limit(principal: CurrentUser) -> Principal:
     """FastAPI dependency: the caller, once counted against its rate limit.
 
     Raises:
-        HTTPException: 429 with ``Retry-After`` when the caller is over a limit.
+        HTTPException: 429 with ``Retry-After`` when the caller is over a limit; 503 when
+            the counters' store cannot be reached.
     """
     limiter, items = _limiter()
     for item in items:
-        if not limiter.hit(item, "enqueue", principal.subject):
+        try:
+            allowed = limiter.hit(item, "enqueue", principal.subject)
+        except (RedisError, StorageError, OSError) as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"rate-limit counters unreachable: {type(exc).__name__}: {exc}",
+            ) from None
+        if not allowed:
             reset = limiter.get_window_stats(item, "enqueue", principal.subject).reset_time
             retry_after = max(1, math.ceil(reset - time.time()))
             raise HTTPException(

@@ -10,12 +10,14 @@ An input that cannot be read, fetched or identified as an image still gets a sce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -27,7 +29,7 @@ from modomo.config import Settings, get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.images import ImageError, fetch_image, image_key, probe_image
-from modomo.images.loading import ImageInfo
+from modomo.images.loading import ImageInfo, pillow_open
 from modomo.images.phash import phash_hex
 from modomo.jobs.accounting import add_scenes, apply_outcomes, record_failures
 from modomo.sources.inputs import Input
@@ -80,12 +82,34 @@ def _read(item: Input, settings: Settings) -> _Read:
             ).data
         else:
             data = Path(item.location).read_bytes()
-        info = probe_image(data, max_pixels=settings.max_image_pixels)
+        info = _upright(data, probe_image(data, max_pixels=settings.max_image_pixels))
         return _Read(item, data, info, phash=_phash(item, data, settings))
     except ImageError as exc:
         return _Read(item, error=str(exc))
     except OSError as exc:
         return _Read(item, error=f"cannot read {item.location}: {exc.strerror or exc}")
+
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # a quarter turn: width and height swap
+_OPENER = {"MPO": "JPEG"}  # Pillow's JPEG plugin opens MPO files
+
+
+def _upright(data: bytes, info: ImageInfo) -> ImageInfo:
+    """``info`` with the width and height of the image upright, as every stage decodes it
+    (``load_image`` applies the EXIF orientation; ``probe_image`` reports the stored size),
+    so that object boxes, masks and exports agree with ``scenes.width``/``height``."""
+    orientation = None
+    opened = io.BytesIO(data)
+    # corrupt EXIF: decoding keeps the stored orientation, and so does this
+    with (
+        contextlib.suppress(Exception),
+        pillow_open(opened, formats=[_OPENER.get(info.format, info.format)]) as im,
+    ):
+        orientation = im.getexif().get(_EXIF_ORIENTATION)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return replace(info, width=info.height, height=info.width)
+    return info
 
 
 def _phash(item: Input, data: bytes, settings: Settings) -> str | None:

@@ -8,17 +8,26 @@ import uuid
 from typing import Any
 
 from celery import Task
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from modomo.artifacts import artifact_store
 from modomo.config import get_settings
-from modomo.db.models import SceneStatus
+from modomo.db.models import ItemStatus, JobScene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import LoadedImage, load_image
 from modomo.jobs.accounting import fail_pending
 from modomo.jobs.lifecycle import close_source
 
-__all__ = ["RETRY", "UNUSABLE", "BatchTask", "SourceTask", "job_arguments", "load_scene_image"]
+__all__ = [
+    "RETRY",
+    "UNUSABLE",
+    "BatchTask",
+    "SourceTask",
+    "job_arguments",
+    "load_scene_image",
+    "pending_scenes",
+]
 
 # Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
 RETRY: dict[str, Any] = {
@@ -44,6 +53,27 @@ def load_scene_image(image_key: str) -> LoadedImage:
 
 
 log = logging.getLogger(__name__)
+
+
+def pending_scenes(job_id: str, scene_ids: list[str], exclude: set[str]) -> list[str]:
+    """Those of ``scene_ids`` (in order, less ``exclude``) still pending in the job.
+
+    After a soft time limit a batch re-sends what it did not count: not only the scenes it
+    had not reached, but also those whose buffered outcomes were lost when the limit
+    interrupted the progress reporter's write (that write's transaction rolled back).
+    """
+    with session_scope() as session:
+        pending = {
+            str(sid)
+            for sid in session.scalars(
+                select(JobScene.scene_id).where(
+                    JobScene.job_id == uuid.UUID(str(job_id)),
+                    JobScene.status == ItemStatus.PENDING,
+                    JobScene.scene_id.in_([uuid.UUID(str(s)) for s in scene_ids]),
+                )
+            )
+        }
+    return [s for s in scene_ids if s in pending and s not in exclude]
 
 
 def job_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
