@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Task
@@ -26,6 +27,7 @@ __all__ = [
     "SourceTask",
     "job_arguments",
     "load_scene_image",
+    "load_scene_images",
     "pending_scenes",
 ]
 
@@ -50,6 +52,24 @@ def load_scene_image(image_key: str) -> LoadedImage:
     """
     data = artifact_store().get_bytes(image_key)
     return load_image(data, max_pixels=get_settings().max_image_pixels)
+
+
+def load_scene_images(
+    keys: Mapping[uuid.UUID, str | None], scene_ids: Sequence[uuid.UUID]
+) -> list[LoadedImage | BaseException]:
+    """Decode the stored images of ``scene_ids`` (``keys``: scene id -> image key); per
+    scene its image, or the exception that stopped it (``ImageError`` for an unusable image,
+    ``LookupError`` / ``FileNotFoundError`` for a missing one), so one bad scene fails alone."""
+    images: list[LoadedImage | BaseException] = []
+    for sid in scene_ids:
+        try:
+            key = keys.get(sid)
+            if not key:
+                raise LookupError(f"scene {sid} has no stored image")
+            images.append(load_scene_image(key))
+        except Exception as exc:
+            images.append(exc)
+    return images
 
 
 log = logging.getLogger(__name__)

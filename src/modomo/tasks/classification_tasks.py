@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from contextlib import closing
+from functools import partial
 from typing import Any
 
 from celery import Task
@@ -37,7 +38,15 @@ from modomo.jobs import (
     set_result,
 )
 from modomo.jobs.accounting import add_scenes
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, SourceTask, load_scene_image
+from modomo.tasks.base import (
+    RETRY,
+    UNUSABLE,
+    BatchTask,
+    SourceTask,
+    load_scene_image,
+    load_scene_images,
+    pending_scenes,
+)
 
 __all__ = [
     "classify_scenes_batch",
@@ -128,21 +137,10 @@ def classify_scenes_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict
             ):
                 boxes.setdefault(row.scene_id, []).append((row.id, row.bbox))
 
-        def load(chunk: list[uuid.UUID]) -> list[LoadedImage | BaseException]:
-            images: list[LoadedImage | BaseException] = []
-            for sid in chunk:
-                try:
-                    key = scenes[sid][0] if sid in scenes else None
-                    if not key:
-                        raise LookupError(f"scene {sid} has no stored image")
-                    images.append(load_scene_image(key))
-                except Exception as exc:
-                    images.append(exc)
-            return images
-
+        keys = {sid: key for sid, (key, _) in scenes.items()}
         size = classifier.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-        with closing(prefetch(chunks, load)) as loads:
+        with closing(prefetch(chunks, partial(load_scene_images, keys))) as loads:
             for position, (chunk, loaded) in enumerate(loads):
                 if not reporter.active:
                     break
@@ -184,7 +182,13 @@ def classify_scenes_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict
                         if sid not in counted:
                             reporter.failed(sid, "soft time limit exceeded while classifying")
                             failed += 1
-                    rest = [str(s) for c in chunks[position + 1 :] for s in c]
+                    # As in the colour task: count those failures now, then re-send every
+                    # scene of the batch still uncounted (earlier outcomes may have been in
+                    # the write the limit interrupted).
+                    reporter.flush(force=True)
+                    rest = pending_scenes(job_id, scene_ids, exclude={str(s) for s in chunk})
+                    earlier = {str(s) for c in chunks[:position] for s in c}
+                    done -= len(set(rest) & earlier)  # lost, re-sent
                     if rest:  # the rest of the batch goes on in a new task, not lost
                         self.apply_async(args=(job_id, rest))
                     break

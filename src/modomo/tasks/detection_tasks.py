@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
 from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_images, pending_scenes
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
 
@@ -145,20 +146,9 @@ def process_scenes_batch(
             keys = {row.id: row.image_key for row in rows}
         given = {} if redetect else _stored_detections(ids)
 
-        def load(chunk: list[uuid.UUID]) -> list[LoadedImage | BaseException]:
-            images: list[LoadedImage | BaseException] = []
-            for sid in chunk:
-                try:
-                    if not keys.get(sid):
-                        raise LookupError(f"scene {sid} has no stored image")
-                    images.append(load_scene_image(keys[sid]))  # type: ignore[arg-type]
-                except Exception as exc:
-                    images.append(exc)
-            return images
-
         size = pipeline.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-        with closing(prefetch(chunks, load)) as loads:
+        with closing(prefetch(chunks, partial(load_scene_images, keys))) as loads:
             for position, (chunk, loaded) in enumerate(loads):
                 if not reporter.active:
                     break
@@ -198,9 +188,17 @@ def process_scenes_batch(
                         if sid not in counted:
                             reporter.failed(sid, "soft time limit exceeded in the detection chunk")
                             failed += 1
-                    rest = [str(s) for c in chunks[position + 1 :] for s in c]
+                    # As in the colour task: count those failures now, then re-send every
+                    # scene of the batch still uncounted (earlier outcomes may have been in
+                    # the write the limit interrupted).
+                    reporter.flush(force=True)
+                    rest = pending_scenes(job_id, scene_ids, exclude={str(s) for s in chunk})
+                    earlier = {str(s) for c in chunks[:position] for s in c}
+                    done -= len(set(rest) & earlier)  # lost, re-sent
                     if rest:  # the rest of the batch goes on in a new task, not lost
-                        self.apply_async(args=(job_id, rest), kwargs={"stages": stages})
+                        self.apply_async(
+                            args=(job_id, rest), kwargs={"stages": stages, "redetect": redetect}
+                        )
                     break
     return {
         "done": done,
