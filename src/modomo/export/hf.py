@@ -496,7 +496,7 @@ def push_to_hub(
 ) -> None:
     """Upload an export to the Hugging Face Hub: the saved ``DatasetDict``, then the card.
 
-    ``DatasetDict.push_to_hub`` uploads the splits as ``data/{split}-XXXXX-of-YYYYY.parquet``
+    ``DatasetDict.push_to_hub`` uploads the splits as ``data/{split}-NNNNN-of-MMMMM.parquet``
     (the paths the card's ``configs`` point at); then ``out_dir/README.md`` (written by the
     caller from :func:`modomo.export.card.dataset_card`) replaces the card ``push_to_hub``
     generated, via ``huggingface_hub.HfApi.upload_file``.

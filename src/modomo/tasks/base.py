@@ -19,6 +19,7 @@ from modomo.db.session import session_scope
 from modomo.images import LoadedImage, load_image
 from modomo.jobs.accounting import fail_pending
 from modomo.jobs.lifecycle import close_source
+from modomo.jobs.reporter import ProgressReporter
 
 __all__ = [
     "RETRY",
@@ -29,6 +30,7 @@ __all__ = [
     "load_scene_image",
     "load_scene_images",
     "pending_scenes",
+    "stop_at_soft_limit",
 ]
 
 # Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
@@ -94,6 +96,39 @@ def pending_scenes(job_id: str, scene_ids: list[str], exclude: set[str]) -> list
             )
         }
     return [s for s in scene_ids if s in pending and s not in exclude]
+
+
+def stop_at_soft_limit(
+    task: Task,
+    reporter: ProgressReporter,
+    job_id: str,
+    scene_ids: Sequence[str],
+    uncounted: Sequence[uuid.UUID],
+    earlier: set[str],
+    reason: str,
+    **task_kwargs: Any,
+) -> int:
+    """End a batch at its soft time limit without losing work.
+
+    ``uncounted`` (the scenes in hand) fail with ``reason`` and that is written now; every
+    other scene of the batch still pending in the job is sent again as a new task (the limit
+    may have interrupted the reporter's write of earlier outcomes, which rolled back, and only
+    the database knows which landed). A write that blocks past the hard limit leaves the batch
+    to :meth:`BatchTask.on_failure` (``TimeLimitExceeded``) instead.
+
+    Args:
+        earlier: the scenes this task counted before the limit.
+
+    Returns:
+        How many of ``earlier`` were lost and re-sent (to take off the task's ``done``).
+    """
+    for sid in uncounted:
+        reporter.failed(sid, reason)
+    reporter.flush(force=True)
+    rest = pending_scenes(job_id, list(scene_ids), exclude={str(s) for s in uncounted})
+    if rest:
+        task.apply_async(args=(job_id, rest), kwargs=task_kwargs)
+    return len(set(rest) & earlier)
 
 
 def job_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:

@@ -45,7 +45,7 @@ from modomo.tasks.base import (
     SourceTask,
     load_scene_image,
     load_scene_images,
-    pending_scenes,
+    stop_at_soft_limit,
 )
 
 __all__ = [
@@ -178,19 +178,17 @@ def classify_scenes_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict
                         done += 1
                         embedded_objects += len(result.object_embeddings)
                 except SoftTimeLimitExceeded:
-                    for sid in chunk:
-                        if sid not in counted:
-                            reporter.failed(sid, "soft time limit exceeded while classifying")
-                            failed += 1
-                    # As in the colour task: count those failures now, then re-send every
-                    # scene of the batch still uncounted (earlier outcomes may have been in
-                    # the write the limit interrupted).
-                    reporter.flush(force=True)
-                    rest = pending_scenes(job_id, scene_ids, exclude={str(s) for s in chunk})
-                    earlier = {str(s) for c in chunks[:position] for s in c}
-                    done -= len(set(rest) & earlier)  # lost, re-sent
-                    if rest:  # the rest of the batch goes on in a new task, not lost
-                        self.apply_async(args=(job_id, rest))
+                    uncounted = [sid for sid in chunk if sid not in counted]
+                    failed += len(uncounted)
+                    done -= stop_at_soft_limit(
+                        self,
+                        reporter,
+                        job_id,
+                        scene_ids,
+                        uncounted,
+                        {str(s) for c in chunks[:position] for s in c},
+                        "soft time limit exceeded while classifying",
+                    )
                     break
     return {
         "done": done,

@@ -24,7 +24,7 @@ from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image, pending_scenes
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image, stop_at_soft_limit
 
 __all__ = ["process_colors_batch", "process_scene_colors", "run_color_processing_job"]
 
@@ -89,20 +89,16 @@ def process_colors_batch(self: Task, job_id: str, scene_ids: list[str]) -> dict[
                     reporter.succeeded(scene_id, {"colors": palette_json(image)})
                     done += 1
                 except SoftTimeLimitExceeded:
-                    reporter.failed(
-                        scene_id, "soft time limit exceeded while computing the palette"
-                    )
                     failed += 1
-                    # Count that failure now, then re-send every other scene of the batch not
-                    # yet counted: the limit may have interrupted the reporter's write of
-                    # earlier outcomes (rolled back, dropped from its buffer), and only the
-                    # database knows which landed. A write that blocks past the hard limit
-                    # leaves the batch to on_failure (TimeLimitExceeded) instead.
-                    reporter.flush(force=True)
-                    rest = pending_scenes(job_id, scene_ids, exclude={str(scene_id)})
-                    done -= len(set(rest) & set(scene_ids[:position]))  # lost, re-sent
-                    if rest:  # the rest of the batch goes on in a new task, not lost
-                        self.apply_async(args=(job_id, rest))
+                    done -= stop_at_soft_limit(
+                        self,
+                        reporter,
+                        job_id,
+                        scene_ids,
+                        [scene_id],
+                        set(scene_ids[:position]),
+                        "soft time limit exceeded while computing the palette",
+                    )
                     break
                 except ImageError as exc:
                     reporter.failed(scene_id, str(exc), UNUSABLE)

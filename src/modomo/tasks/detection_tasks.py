@@ -33,7 +33,7 @@ from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
 from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_images, pending_scenes
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_images, stop_at_soft_limit
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
 
@@ -184,21 +184,19 @@ def process_scenes_batch(
                         done += 1
                         objects += len(result.objects)
                 except SoftTimeLimitExceeded:
-                    for sid in chunk:
-                        if sid not in counted:
-                            reporter.failed(sid, "soft time limit exceeded in the detection chunk")
-                            failed += 1
-                    # As in the colour task: count those failures now, then re-send every
-                    # scene of the batch still uncounted (earlier outcomes may have been in
-                    # the write the limit interrupted).
-                    reporter.flush(force=True)
-                    rest = pending_scenes(job_id, scene_ids, exclude={str(s) for s in chunk})
-                    earlier = {str(s) for c in chunks[:position] for s in c}
-                    done -= len(set(rest) & earlier)  # lost, re-sent
-                    if rest:  # the rest of the batch goes on in a new task, not lost
-                        self.apply_async(
-                            args=(job_id, rest), kwargs={"stages": stages, "redetect": redetect}
-                        )
+                    uncounted = [sid for sid in chunk if sid not in counted]
+                    failed += len(uncounted)
+                    done -= stop_at_soft_limit(
+                        self,
+                        reporter,
+                        job_id,
+                        scene_ids,
+                        uncounted,
+                        {str(s) for c in chunks[:position] for s in c},
+                        "soft time limit exceeded in the detection chunk",
+                        stages=stages,
+                        redetect=redetect,
+                    )
                     break
     return {
         "done": done,
