@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -68,6 +69,8 @@ def test_reliability_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.services
 def test_sent_tasks_land_in_their_queue_in_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     """Send each task through a real Redis broker (its own database, no worker) and look."""
+    monkeypatch.setenv("MODOMO_TASK_SOFT_TIME_LIMIT", "50")
+    monkeypatch.setenv("MODOMO_TASK_TIME_LIMIT", "60")
     url = "redis://127.0.0.1:6379/14"
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -78,6 +81,9 @@ def test_sent_tasks_land_in_their_queue_in_redis(monkeypatch: pytest.MonkeyPatch
             before = client.llen(queue)
             sender.send_task(task, args=(str(uuid.uuid4()), []))
             assert client.llen(queue) == before + 1, f"{task} did not land in {queue}"
+            # the worker's own time limits govern, not the sender's configuration
+            headers = json.loads(client.lindex(queue, 0))["headers"]
+            assert headers["timelimit"] == [None, None], headers
     finally:
         client.flushdb()
         client.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_process_init
+from celery.signals import before_task_publish, worker_process_init
 from kombu import Queue
 
 from modomo.config import Settings, get_settings
@@ -177,3 +177,14 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     from modomo.db.session import dispose_engines
 
     dispose_engines()
+
+
+@before_task_publish.connect
+def _limits_are_the_workers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    # Celery copies the *sender's* task_time_limit/task_soft_time_limit into every message's
+    # "timelimit" header, and a worker obeys the header over its own configuration. The API or
+    # CLI would then impose its limits on workers configured differently (and bypass the
+    # worker's check that the visibility timeout outlasts its hard limit). Sent as None, the
+    # worker's own MODOMO_TASK_*TIME_LIMIT govern every task it runs.
+    if headers is not None and "timelimit" in headers:
+        headers["timelimit"] = (None, None)

@@ -459,14 +459,6 @@ def test_killed_worker_batch_is_redelivered_to_another_worker(stack: Stack, tmp_
 
 
 # --- 2. soft and hard time limits ------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open: in this scenario (a batch stalled on a named-pipe read, a jobs row held FOR "
-    "UPDATE) the worker logs neither limit within 10 s, while the same modomo app enforces "
-    "both for a sleeping task and for a stalled prefetch read (checked by hand); cause not "
-    "found yet (test design or product)",
-)
 def test_soft_and_hard_time_limits(stack: Stack, tmp_path: Path) -> None:
     """Soft 2 s / hard 6 s on one prefork worker (concurrency 1).
 
@@ -476,8 +468,9 @@ def test_soft_and_hard_time_limits(stack: Stack, tmp_path: Path) -> None:
     Hard: the test holds the second job's ``jobs`` row ``FOR UPDATE``, so every progress
     write of its first batch blocks in PostgreSQL: the soft limit interrupts the first write,
     the handler's own write of the failure blocks again, and the hard limit kills the child;
-    Celery then calls ``BatchTask.on_failure`` (TimeLimitExceeded) in the parent, which
-    fails the batch's pending scene once the lock is released.
+    Celery then calls ``BatchTask.on_failure`` (TimeLimitExceeded) in the parent. Once the test
+    releases the lock, the batch's pending scene is failed with a time-limit reason by whichever
+    of the two writes gets the row first, and the next batches run on a fresh child.
     """
     limits = {"MODOMO_TASK_SOFT_TIME_LIMIT": "2", "MODOMO_TASK_TIME_LIMIT": "6"}
     soft_folder = noise_folder(tmp_path, "soft", 4)
@@ -545,7 +538,7 @@ def test_soft_and_hard_time_limits(stack: Stack, tmp_path: Path) -> None:
     assert re.search(r"Hard time limit \(6s\) exceeded", log_text), log_text[-3000:]
     assert (soft["status"], soft["processed"], soft["failed"], soft["total"]) == (
         "completed",
-        4,
+        3,
         1,
         4,
     ), soft
@@ -553,11 +546,13 @@ def test_soft_and_hard_time_limits(stack: Stack, tmp_path: Path) -> None:
     assert "soft time limit" in reasons[soft_batch[1]], reasons
     assert (hard["status"], hard["processed"], hard["failed"], hard["total"]) == (
         "completed",
-        3,
+        2,
         1,
         3,
     ), hard
-    assert "TimeLimitExceeded" in reasons[hard_first], reasons
+    # whichever records it first: the child's soft-limit handler (its write was queued on the
+    # lock) or the parent's on_failure after the kill (TimeLimitExceeded)
+    assert "time limit" in reasons[hard_first].lower(), reasons
     assert (after["status"], after["processed"], after["failed"]) == ("completed", 2, 0), after
     counts = {}
     for job_id, total in ((soft_job, 4), (hard_job, 3), (after_job, 2)):

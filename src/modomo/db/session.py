@@ -7,6 +7,7 @@ forked Celery child (``dispose_engines``) so no connection crosses a fork.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from modomo.config import get_settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["dispose_engines", "get_engine", "session_scope", "session_factory"]
 
@@ -77,13 +80,28 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+    """A session that commits on success and rolls back on error.
+
+    The error that ended the block is the one raised. When the rollback itself fails (a
+    signal such as Celery's soft time limit interrupted a query mid-protocol, and psycopg
+    answers "another command is already in progress"), the connection is invalidated so the
+    pool never hands it out again, and the original error still propagates: a soft time limit
+    must reach the task's handler, not turn into a retryable database error.
+    """
     session = session_factory(url)()
     try:
         yield session
         session.commit()
-    except BaseException:
-        session.rollback()
+    except BaseException as error:
+        try:
+            session.rollback()
+        except Exception as rollback_error:
+            log.warning(
+                "rollback after %s failed (%s); discarding the connection",
+                type(error).__name__,
+                rollback_error,
+            )
+            session.invalidate()
         raise
     finally:
         session.close()
