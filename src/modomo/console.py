@@ -21,8 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 from modomo.db.models import Job, JobStatus
 from modomo.db.session import session_scope
+from modomo.jobs.accounting import stage_counts
 
-__all__ = ["follow_job", "palette_text", "job_table", "failures_table", "console"]
+__all__ = ["follow_job", "palette_text", "job_table", "failures_table", "console", "stage_note"]
 
 console = Console(highlight=False)
 
@@ -48,12 +49,35 @@ def progress_bar() -> Progress:
     )
 
 
+def stage_note(stages: dict[str, dict[str, int]], total: int | None = None) -> str:
+    """A job's per-stage counts in one line of Rich markup, in the order given, e.g.
+    ``detect 12/40 · segment 11 · depth 11 [red](1 failed)[/]``.
+
+    Args:
+        stages: ``{stage: {"processed": n, "failed": m}}`` (see
+            :func:`modomo.jobs.accounting.stage_counts`).
+        total: the job's total scenes, shown after the first stage's count when given.
+    """
+    parts = []
+    for index, (stage, counts) in enumerate(stages.items()):
+        text = f"{stage} {counts.get('processed', 0)}"
+        if index == 0 and total:
+            text += f"/{total}"
+        if counts.get("failed"):
+            text += f" [red]({counts['failed']} failed)[/]"
+        parts.append(text)
+    return " · ".join(parts)
+
+
 DB_RETRY_MAX_S = 2.0
 """Longest wait between two reads of the job while the database is unreachable."""
 
 
 def follow_job(job_id: uuid.UUID, poll_s: float = 0.25) -> Job:
     """Show a live progress bar fed from the job record until the job is final.
+
+    The bar's note carries the job's status and its per-stage counts (:func:`stage_note`),
+    e.g. ``running  detect 12/40 · segment 11 · depth 11 (1 failed)``.
 
     While the database is unreachable (a restart, a network cut) the bar says so and the read
     is retried with backoff (up to :data:`DB_RETRY_MAX_S` apart) until it answers again: the
@@ -69,6 +93,7 @@ def follow_job(job_id: uuid.UUID, poll_s: float = 0.25) -> Job:
             try:
                 with session_scope() as session:
                     job = session.get(Job, job_id)
+                    stages = stage_counts(session, job_id) if job is not None else {}
             except OperationalError:
                 progress.update(bar, note="[yellow]database unreachable, retrying[/]")
                 time.sleep(backoff)
@@ -77,7 +102,10 @@ def follow_job(job_id: uuid.UUID, poll_s: float = 0.25) -> Job:
             backoff = poll_s
             assert job is not None, f"job {job_id} vanished"
             note = f"[{STATUS_STYLE.get(job.status, '')}]{job.status}[/]"
-            if job.failed:
+            if stages:
+                # each failure shows at its stage; together they are the job's failed count
+                note += f"  {stage_note(stages, job.total)}"
+            elif job.failed:
                 note += f"  [red]{job.failed} failed[/]"
             progress.update(
                 bar,

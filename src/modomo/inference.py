@@ -4,12 +4,13 @@ Free of Celery and the database: :class:`DetectionPipeline` turns images into pe
 results (object rows, a depth PNG, palettes); the task stores them. Model calls are batched
 (``MODOMO_AI_BATCH_SIZE`` images per call) and a CUDA out-of-memory error halves the batch
 (:func:`modomo.batching.map_with_backoff`); an image that fails alone is returned as that
-scene's error.
+scene's error, with the stage it failed at as a note on the exception (:func:`failed_stage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +32,38 @@ from modomo.models.detector import empty_detections
 from modomo.models.device import empty_cache, is_oom
 from modomo.models.registry import ModelRegistry
 
-__all__ = ["STAGES", "DetectionPipeline", "SceneResult", "parse_stages"]
+__all__ = ["STAGES", "DetectionPipeline", "SceneResult", "failed_stage", "parse_stages"]
 
 STAGES: tuple[str, ...] = ("detect", "segment", "depth", "colors")
 """The pipeline's stages, in order. ``colors`` is the scene palette plus, with detections,
 each object's palette over its mask (or its box without ``segment``)."""
+
+
+_STAGE_NOTE = "modomo: failed at stage "
+
+
+def failed_stage(exc: BaseException) -> str | None:
+    """The pipeline stage a scene's exception from :meth:`DetectionPipeline.run` failed at
+    (``detect``, ``segment``, ``depth`` or ``colors``), or None when it does not say.
+
+    The stage travels as a note on the exception itself (``exc.add_note``), so its type is
+    untouched: out-of-memory detection and the caller's ``except`` clauses still see it.
+    """
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith(_STAGE_NOTE):
+            return note.removeprefix(_STAGE_NOTE)
+    return None
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Note ``name`` on an exception raised in the block, unless an inner block did."""
+    try:
+        yield
+    except Exception as exc:
+        if failed_stage(exc) is None:
+            exc.add_note(f"{_STAGE_NOTE}{name}")
+        raise
 
 
 def parse_stages(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -145,7 +173,8 @@ class DetectionPipeline:
                 masks and depth on stored boxes); None entries are detected.
 
         Returns:
-            Per image its :class:`SceneResult` or the exception that failed it.
+            Per image its :class:`SceneResult` or the exception that failed it, which
+            :func:`failed_stage` tells the stage of.
         """
         results: list[SceneResult | BaseException] = []
         given = list(boxes) if boxes is not None else [None] * len(images)
@@ -178,16 +207,19 @@ class DetectionPipeline:
         if "detect" in self.stages:
             todo = [i for i, (_, given) in enumerate(chunk) if given is None]
             if todo:
-                found = self.models.detector().detect([rgbs[i] for i in todo])
+                with _stage("detect"):
+                    found = self.models.detector().detect([rgbs[i] for i in todo])
                 for i, det in zip(todo, found, strict=True):
                     detections[i] = det
         if "segment" in self.stages:
-            segmented = self.models.segmenter().segment(rgbs, [d.xyxy for d in detections])
-            for det, (masks, _scores) in zip(detections, segmented, strict=True):
-                det.mask = clip_masks_to_boxes(masks, det.xyxy) if len(det) else None
+            with _stage("segment"):
+                segmented = self.models.segmenter().segment(rgbs, [d.xyxy for d in detections])
+                for det, (masks, _scores) in zip(detections, segmented, strict=True):
+                    det.mask = clip_masks_to_boxes(masks, det.xyxy) if len(det) else None
         depths: list[DepthMap | None] = [None] * len(chunk)
         if "depth" in self.stages:
-            depths = list(self.models.depth().estimate(rgbs))
+            with _stage("depth"):
+                depths = list(self.models.depth().estimate(rgbs))
         return [_Inferred(d, m) for d, m in zip(detections, depths, strict=True)]
 
     # --- per-scene results (CPU) ----------------------------------------------------------
@@ -197,48 +229,54 @@ class DetectionPipeline:
         height, width = rgb.shape[:2]
         depth = inferred.depth
         if depth is not None:
-            result.depth_png, info = encode_depth_png(depth.values)
-            result.depth_info = {"unit": depth.unit, **info}
-            result.depth_model = depth.model
+            with _stage("depth"):
+                result.depth_png, info = encode_depth_png(depth.values)
+                result.depth_info = {"unit": depth.unit, **info}
+                result.depth_model = depth.model
         if "colors" in self.stages and (image.alpha is None or image.alpha.any()):
-            result.colors = extract_palette(rgb, image.alpha, k=self.palette_size).to_dict()
+            with _stage("colors"):
+                result.colors = extract_palette(rgb, image.alpha, k=self.palette_size).to_dict()
         models = self.model_labels() if len(inferred.detections) else {}
         if depth is not None:
             models["depth"] = depth.model
         det = inferred.detections
         for i in range(len(det)):
-            box = det.xyxy[i].astype(np.float64)
-            x1, y1 = int(np.floor(max(box[0], 0))), int(np.floor(max(box[1], 0)))
-            x2, y2 = int(np.ceil(min(box[2], width))), int(np.ceil(min(box[3], height)))
-            region = np.zeros((height, width), dtype=bool)
-            region[y1:y2, x1:x2] = True
-            row: dict[str, Any] = {
-                "bbox": xyxy_to_xywh(box),
-                "category": str(det.data["category"][i]),
-                "taxonomy_group": str(det.data["taxonomy_group"][i]),
-                "confidence": float(det.confidence[i]) if det.confidence is not None else 1.0,
-                "mask_rle": None,
-                "mask_area": None,
-                "mask_box_iou": None,
-                "depth_median": None,
-                "depth_min": None,
-                "depth_max": None,
-                "colors": None,
-                "models": models,
-            }
+            with _stage("detect"):
+                box = det.xyxy[i].astype(np.float64)
+                x1, y1 = int(np.floor(max(box[0], 0))), int(np.floor(max(box[1], 0)))
+                x2, y2 = int(np.ceil(min(box[2], width))), int(np.ceil(min(box[3], height)))
+                region = np.zeros((height, width), dtype=bool)
+                region[y1:y2, x1:x2] = True
+                row: dict[str, Any] = {
+                    "bbox": xyxy_to_xywh(box),
+                    "category": str(det.data["category"][i]),
+                    "taxonomy_group": str(det.data["taxonomy_group"][i]),
+                    "confidence": float(det.confidence[i]) if det.confidence is not None else 1.0,
+                    "mask_rle": None,
+                    "mask_area": None,
+                    "mask_box_iou": None,
+                    "depth_median": None,
+                    "depth_min": None,
+                    "depth_max": None,
+                    "colors": None,
+                    "models": models,
+                }
             if det.mask is not None:
-                mask = det.mask[i]
-                row["mask_rle"] = encode_rle(mask)
-                row["mask_area"] = int(mask.sum())
-                mask_box = mask_bbox_xyxy(mask)
-                row["mask_box_iou"] = box_iou(mask_box, box) if mask_box is not None else 0.0
-                if mask.any():
-                    region = mask
+                with _stage("segment"):
+                    mask = det.mask[i]
+                    row["mask_rle"] = encode_rle(mask)
+                    row["mask_area"] = int(mask.sum())
+                    mask_box = mask_bbox_xyxy(mask)
+                    row["mask_box_iou"] = box_iou(mask_box, box) if mask_box is not None else 0.0
+                    if mask.any():
+                        region = mask
             if depth is not None:
-                stats = depth_stats(depth.values, region)
-                if stats is not None:
-                    row["depth_median"], row["depth_min"], row["depth_max"] = stats
+                with _stage("depth"):
+                    stats = depth_stats(depth.values, region)
+                    if stats is not None:
+                        row["depth_median"], row["depth_min"], row["depth_max"] = stats
             if "colors" in self.stages and region.any():
-                row["colors"] = extract_palette(rgb, region, k=self.palette_size).to_dict()
+                with _stage("colors"):
+                    row["colors"] = extract_palette(rgb, region, k=self.palette_size).to_dict()
             result.objects.append(row)
         return result

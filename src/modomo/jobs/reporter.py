@@ -9,7 +9,9 @@ with the same numbers, so the job record and Celery's view never disagree.
 
 Results and counts land in the same transaction: a scene is counted exactly when its result is
 stored, and a worker that dies between writes loses only uncommitted work, which the
-redelivered task (``acks_late``) redoes.
+redelivered task (``acks_late``) redoes. The same holds for the job's per-stage counts
+(``job_stages``): a batch running a pipeline (detect → segment → depth → colors) counts each
+scene it passed at every stage, and a failed one at the stage it failed at.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -56,6 +58,7 @@ class _Task(Protocol):
 class _Pending:
     done: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    # (scene, stage it failed at, reason)
     failures: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
     # scene column updates, grouped by the columns they set, for one executemany per group
     scene_values: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
@@ -112,7 +115,10 @@ class ProgressReporter:
 
     Args:
         job_id: the job the batch belongs to.
-        stage: the stage name recorded with failures (``colors``, ``detect``, …).
+        stage: the batch's stage (``colors``, ``detect``, …), named in the job's message.
+        stages: the pipeline each scene goes through, in order (default ``(stage,)``): a
+            scene that succeeds counts as processed at every one of them in the job's stage
+            counts; one that fails, at those before the stage it failed at.
         task: the bound Celery task, for ``update_state('PROGRESS')``; None outside Celery.
         interval: minimum seconds between writes of this job from this process
             (default: ``MODOMO_PROGRESS_INTERVAL``).
@@ -128,12 +134,14 @@ class ProgressReporter:
         job_id: uuid.UUID | str,
         stage: str,
         *,
+        stages: Sequence[str] | None = None,
         task: _Task | None = None,
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id = uuid.UUID(str(job_id))
         self.stage = stage
+        self.stages: tuple[str, ...] = tuple(stages) if stages else (stage,)
         self.task = task
         self.interval = get_settings().progress_interval if interval is None else interval
         self.clock = clock
@@ -163,7 +171,7 @@ class ProgressReporter:
         objects: list[dict[str, Any]] | None = None,
         object_values: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> None:
-        """Record that a scene passed the stage, with its results.
+        """Record that a scene passed every stage of the pipeline, with its results.
 
         Args:
             scene_id: the scene.
@@ -192,14 +200,21 @@ class ProgressReporter:
         scene_id: uuid.UUID | str,
         error: str,
         values: dict[str, Any] | None = None,
+        stage: str | None = None,
     ) -> None:
-        """Record that a scene failed the stage with a user-facing ``error``.
+        """Record that a scene failed with a user-facing ``error``.
 
-        ``values`` are as for :meth:`succeeded` (e.g. marking the scene unusable).
+        Args:
+            scene_id: the scene.
+            error: why, as recorded in ``scene_failures``.
+            values: as for :meth:`succeeded` (e.g. marking the scene unusable).
+            stage: the stage it failed at (default: the pipeline's first, e.g. for an image
+                that cannot be decoded); it counts as processed at the stages before it, and
+                its ``scene_failures`` row names this stage.
         """
         sid = uuid.UUID(str(scene_id))
         self._pending.failed.append(sid)
-        self._pending.failures.append((sid, self.stage, error))
+        self._pending.failures.append((sid, stage or self.stages[0], error))
         if values:
             self._pending.add_values(sid, values)
         self.flush()
@@ -228,7 +243,15 @@ class ProgressReporter:
             pending.write(session, self.job_id)
             record_failures(session, self.job_id, pending.failures)
             counts = apply_outcomes(
-                session, self.job_id, pending.done, pending.failed, stage=self.stage
+                session,
+                self.job_id,
+                pending.done,
+                pending.failed,
+                stage=self.stage,
+                stages=self.stages,
+                # a scene failed twice in one buffer keeps its first stage, as the ledger
+                # keeps its first outcome
+                failed_at={sid: at for sid, at, _ in reversed(pending.failures)},
             )
         self.writes += 1
         self.counts = counts

@@ -4,7 +4,10 @@ colours, on batches of scenes, with the models loaded once per worker process.
 Thin: read the batch's scenes, decode their images on a background thread while the models
 run on the previous chunk (:func:`modomo.batching.prefetch`), hand the images to
 :class:`modomo.inference.DetectionPipeline`, store each scene's depth PNG and count its
-outcome, objects and all, through the progress reporter in one transaction.
+outcome, objects and all, through the progress reporter in one transaction. The job's stage
+counts follow each scene: passed at every stage of the pipeline, or failed at the stage its
+exception names (:func:`modomo.inference.failed_stage`; an image that cannot be decoded fails
+at the first).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from modomo.config import get_settings
 from modomo.db.models import DetectedObject, Scene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
-from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
+from modomo.inference import STAGES, DetectionPipeline, SceneResult, failed_stage, parse_stages
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
 from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_images, stop_at_soft_limit
 
@@ -116,7 +119,9 @@ def process_scenes_batch(
     A scene's objects are replaced (never added to), its depth PNG overwritten, so running a
     batch twice gives the same rows. The job's status is checked between chunks: a
     cancelled job stops here. An image that cannot be decoded, or a scene that fails even at
-    batch size 1, is counted as failed with the reason; the rest of the batch goes on.
+    batch size 1, is counted as failed with the reason; the rest of the batch goes on. The
+    job's stage counts say where: a decoding failure at the pipeline's first stage, a model
+    failure at the stage that raised (and processed at the stages before it).
 
     Args:
         job_id: the job (uuid string).
@@ -130,10 +135,11 @@ def process_scenes_batch(
     """
     ids = [uuid.UUID(s) for s in scene_ids]
     done = failed = objects = 0
-    with ProgressReporter(job_id, STAGE, task=self) as reporter:
+    pipeline_stages = parse_stages(list(stages or STAGES))
+    with ProgressReporter(job_id, STAGE, stages=pipeline_stages, task=self) as reporter:
         if not reporter.active:
             return {"done": 0, "failed": 0, "skipped": len(ids), "objects": 0, "writes": 0}
-        pipeline = _pipeline(stages or STAGES)
+        pipeline = _pipeline(pipeline_stages)
         try:
             pipeline.load()
         except Exception as exc:  # missing weights, bad device: every scene says why
@@ -174,8 +180,13 @@ def process_scenes_batch(
                     )
                     for (sid, _), result in zip(usable, results, strict=True):
                         if isinstance(result, BaseException):
-                            log.warning("scene %s failed: %r", sid, result)
-                            reporter.failed(sid, f"{type(result).__name__}: {result}")
+                            at = failed_stage(result)
+                            log.warning("scene %s failed at %s: %r", sid, at, result)
+                            reporter.failed(
+                                sid,
+                                f"{type(result).__name__}: {result}",
+                                stage=at if at in pipeline.stages else None,
+                            )
                             counted.add(sid)
                             failed += 1
                             continue
