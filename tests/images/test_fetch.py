@@ -22,6 +22,7 @@ from modomo.images.fetch import (
     FetchError,
     check_url_allowed,
     fetch_image,
+    unthrottled,
 )
 from modomo.images.loading import ImageError, load_image
 
@@ -167,6 +168,7 @@ def fetch(url: str, **overrides: object) -> FetchedImage:
         "max_bytes": MAX_BYTES,
         "timeout_s": 5.0,
         "user_agent": UA,
+        "throttle": unthrottled,  # the shared per-host limit is tests/test_hostlimit.py's
     }
     options.update(overrides)
     return fetch_image(url, **options)  # type: ignore[arg-type]

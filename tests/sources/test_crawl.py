@@ -10,11 +10,11 @@ from email.utils import format_datetime
 
 import pytest
 
+from modomo.hostlimit import LocalHostLimiter
 from modomo.images import FetchError
 from modomo.sources.crawl import (
     CrawlError,
     Disallowed,
-    HostSchedule,
     PoliteClient,
     Politeness,
     retry_after_seconds,
@@ -46,7 +46,8 @@ def polite(**overrides: object) -> Politeness:
 
 
 def client(**overrides: object) -> PoliteClient:
-    return PoliteClient(polite(**overrides), schedule=HostSchedule())
+    politeness = polite(**overrides)
+    return PoliteClient(politeness, limiter=LocalHostLimiter(politeness.rate_per_host))
 
 
 def small_site() -> FakeHouzz:
@@ -196,18 +197,18 @@ def test_retry_after_values() -> None:
     assert retry_after_seconds(None) is None
 
 
-def test_host_schedule_spaces_starts_and_honours_holds() -> None:
+def test_local_limiter_spaces_starts_and_honours_holds() -> None:
     clock = [0.0]
-    schedule = HostSchedule(
-        clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s)
+    limiter = LocalHostLimiter(
+        2.0, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s)
     )
     starts = []
     for _ in range(3):
-        schedule.wait("a:80", 0.5)
+        limiter.acquire("a:80", 10)
         starts.append(clock[0])
-    schedule.wait("b:80", 0.5)  # another host does not wait
+    limiter.acquire("b:80", 10)  # another host does not wait
     starts.append(clock[0])
-    schedule.hold("a:80", 2.0)
-    schedule.wait("a:80", 0.5)
+    limiter.hold("a:80", 2.0)
+    limiter.acquire("a:80", 10)
     starts.append(clock[0])
     assert starts == [0.0, 0.5, 1.0, 1.0, 3.0]

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from modomo.config import Settings, get_settings
 from modomo.db.models import Scene
 from modomo.db.session import session_scope
+from modomo.hostlimit import LocalHostLimiter
 from modomo.jobs import cancel_job, close_source, create_job, describe_job, open_source
-from modomo.sources.crawl import HostSchedule, PoliteClient, Politeness
+from modomo.sources.crawl import PoliteClient, Politeness
 from modomo.sources.houzz import CURSOR, TALLY, CrawlReport, crawl_galleries
 from tests.sources.site import FakePhoto, SiteServer, standard_site
 
@@ -44,7 +45,9 @@ def settings_for(server: SiteServer, **overrides: object) -> Settings:
 def run(
     job_id: uuid.UUID, settings: Settings, limit: int = 100, rooms: list[str] = ROOMS, **kw: object
 ) -> CrawlReport:
-    with PoliteClient(Politeness.from_settings(settings), schedule=HostSchedule()) as client:
+    politeness = Politeness.from_settings(settings)
+    limiter = LocalHostLimiter(politeness.rate_per_host)
+    with PoliteClient(politeness, limiter=limiter) as client:
         return crawl_galleries(job_id, limit, rooms, settings=settings, client=client, **kw)  # type: ignore[arg-type]
 
 

@@ -55,6 +55,7 @@ def test_a_long_import_goes_on_in_a_new_task_before_the_time_limit(
         MODOMO_CRAWL_CHUNK_SIZE="4",
         MODOMO_TASK_SOFT_TIME_LIMIT="2",
         MODOMO_TASK_TIME_LIMIT="60",
+        MODOMO_CRAWL_RATE_PER_HOST="1000",  # the shared per-host limit must not be the bottleneck
     ):
         run_import(warm)  # the worker child imports datasets once, before the clock matters
         job_id = str(create_job("import", {"dataset": str(path), "limit": rows}))

@@ -36,6 +36,16 @@ Limits
     if a server compresses anyway, httpx inflates the body one network chunk at a time and
     ``max_bytes`` applies to the inflated size.
 
+Per-host rate limit
+    Each request (the first and every redirect hop, after its address check) first waits for
+    its host's turn in the shared per-host token bucket of :mod:`modomo.hostlimit`
+    (``MODOMO_CRAWL_RATE_PER_HOST`` requests/second, bursts of ``MODOMO_CRAWL_BURST``, shared by
+    every worker through Redis), so a URL list with many images on one site does not hammer
+    it however many workers download. The time spent waiting is not counted in ``timeout_s``.
+    A turn more than ``MODOMO_CRAWL_MAX_WAIT`` seconds away, or a Redis that does not answer,
+    fails the fetch with that reason; nothing is sent. A caller with its own policy passes
+    ``throttle`` (the crawler: robots.txt and the site's ``Crawl-delay`` as well).
+
 Every failure -- bad URL, refused address, network error, HTTP error, non-image body -- is
 raised as :class:`FetchError` (a subclass of :class:`~modomo.images.loading.ImageError`,
 hence of :class:`ValueError`) with a user-facing reason.
@@ -49,16 +59,50 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 import httpx
 
+from modomo.hostlimit import HostLimitError, host_key
 from modomo.images.loading import ImageError, sniff_mime
 
-__all__ = ["MAX_REDIRECTS", "FetchError", "FetchedImage", "check_url_allowed", "fetch_image"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "FetchError",
+    "FetchedImage",
+    "Throttle",
+    "check_url_allowed",
+    "fetch_image",
+    "shared_host_limit",
+    "unthrottled",
+]
+
+Throttle = Callable[[str], float]
+"""Called with a request's URL before it is sent; blocks until the request may go and
+returns the seconds waited. Raises to stop the fetch (:class:`HostLimitError` becomes a
+:class:`FetchError` with its reason)."""
+
+
+def shared_host_limit(url: str) -> float:
+    """The default :data:`Throttle`: the URL's host's turn in the process's shared limiter
+    (:func:`modomo.hostlimit.host_limiter`), waiting at most ``MODOMO_CRAWL_MAX_WAIT`` s.
+
+    Raises:
+        HostLimitError: no turn in time, or the shared limit (Redis) unreachable.
+    """
+    from modomo.config import get_settings
+    from modomo.hostlimit import host_limiter
+
+    return host_limiter().acquire(host_key(url), get_settings().crawl_max_wait)
+
+
+def unthrottled(url: str) -> float:
+    """A :data:`Throttle` that never waits (the caller limits its requests itself)."""
+    return 0.0
+
 
 #: Redirect hops followed before giving up.
 MAX_REDIRECTS = 5
@@ -136,6 +180,7 @@ def fetch_image(
     timeout_s: float,
     user_agent: str,
     client: httpx.Client | None = None,
+    throttle: Throttle | None = None,
 ) -> FetchedImage:
     """Download ``url`` and return its body if it looks like a supported image.
 
@@ -155,15 +200,19 @@ def fetch_image(
         client: Optional caller-owned client (not closed here). Its redirect setting is
             overridden per request; note that its own connection layer does not re-check
             resolved addresses (see "DNS rebinding" in the module docstring).
+        throttle: Waits for each request's turn (see "Per-host rate limit" in the module
+            docstring); default :func:`shared_host_limit`, :func:`unthrottled` for none.
+            Seconds it waits are added to the deadline.
 
     Returns:
         The downloaded image bytes and metadata.
 
     Raises:
         FetchError: For any bad URL, refused destination, network failure, timeout
-            (``"timed out after 10 s"``), HTTP error (``"HTTP 404 from <url>"``), oversize
-            body (``"download exceeds N bytes"``), redirect problem (``"too many
-            redirects ..."``) or non-image response (``"not an image: ..."``).
+            (``"timed out after 10 s"``), no turn at the host (``"rate limit for
+            host:port: ..."``), HTTP error (``"HTTP 404 from <url>"``), oversize body
+            (``"download exceeds N bytes"``), redirect problem (``"too many redirects ..."``)
+            or non-image response (``"not an image: ..."``).
         ValueError: ``max_bytes`` or ``timeout_s`` is not positive (a programming error).
     """
     if max_bytes <= 0:
@@ -188,6 +237,7 @@ def fetch_image(
             timeout_s=timeout_s,
             deadline=deadline,
             user_agent=user_agent,
+            throttle=throttle or shared_host_limit,
         )
     finally:
         if own_client:
@@ -207,6 +257,7 @@ def _fetch(
     timeout_s: float,
     deadline: float,
     user_agent: str,
+    throttle: Throttle,
 ) -> FetchedImage:
     headers = {"User-Agent": user_agent, "Accept": _ACCEPT, "Accept-Encoding": "identity"}
     current: str = url
@@ -214,6 +265,10 @@ def _fetch(
         remaining = _left_or_timeout(deadline, timeout_s)
         try:
             target = _check_url(current, allow_private=allow_private, timeout_s=remaining)
+            try:
+                deadline += throttle(str(target))  # waiting for the host is not fetch time
+            except HostLimitError as exc:
+                raise FetchError(str(exc)) from exc
             with client.stream(
                 "GET",
                 target,

@@ -4,15 +4,19 @@
   by protego and matched on the User-Agent's product token (``Modomo`` of ``Modomo/0.1 …``).
   A 4xx robots.txt allows everything; one that cannot be fetched (5xx after the retries, a
   network error) disallows everything, as the RFC asks. A disallowed URL is never requested.
-  A ``Crawl-delay`` or ``Request-rate`` longer than our own interval slows that host down.
-- Rate limit: requests to one host (``host:port``) start at least ``1 / rate_per_host``
-  seconds apart. The schedule is shared by every client in the process (a worker's
-  successive crawl tasks included); it is per process, so run the scraping worker at low
-  concurrency (``-c 1``) or lower the rate to divide it.
+  A ``Crawl-delay`` or ``Request-rate`` longer than our own interval slows that host down
+  (its bucket then fills at the site's rate, with no bursts).
+- Rate limit: every request to a host (``host:port``) takes a token from that host's
+  bucket in :mod:`modomo.hostlimit`: ``rate_per_host`` requests/second with bursts of
+  ``burst``, shared by every worker process through Redis (in process memory without Redis),
+  so three scraping workers together still send ``rate_per_host``, not three times it. A
+  request whose turn is more than ``max_wait_s`` away, or whose limit cannot be checked
+  (Redis unreachable), fails with the reason instead of being sent.
 - 429 and 5xx answers, timeouts and connection errors are retried up to ``max_retries``
   times: after the ``Retry-After`` delay when the answer gives one (seconds or an HTTP date;
-  the whole host waits, not just this URL), else after an exponential backoff (1, 2, 4 … s,
-  at most 60 s). A ``Retry-After`` longer than ``max_wait_s`` is not waited for.
+  the whole host waits, for every worker, not just this URL), else after an exponential
+  backoff (1, 2, 4 … s, at most 60 s). A ``Retry-After`` longer than ``max_wait_s`` is not
+  waited for.
 - Every request sends the configured descriptive User-Agent.
 - Pages come through one ``httpx.Client`` (HTTP/2 where the server offers it, connections
   reused, timeouts) with redirects followed here, each hop checked against robots.txt and the
@@ -20,17 +24,15 @@
   allowed) and counted against its host's rate limit. Pages come from the configured site,
   not from users, so the shared client's resolve-then-connect window is accepted for them.
 - Images (URLs found in pages: third-party content) go through
-  :func:`modomo.images.fetch_image`, the guarded fetch with its size and time caps, inside the
-  same robots.txt check and rate limit, retried like pages on 429 and 5xx.
+  :func:`modomo.images.fetch_image`, the guarded fetch with its size and time caps; each of
+  its requests (redirect hops included) passes the same robots.txt check and rate limit, and
+  they are retried like pages on 429 and 5xx.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -39,12 +41,12 @@ import httpx
 from protego import Protego
 
 from modomo.config import Settings
+from modomo.hostlimit import HostLimiter, HostLimitError, host_key, host_limiter
 from modomo.images import FetchError, check_url_allowed, fetch_image
 
 __all__ = [
     "CrawlError",
     "Disallowed",
-    "HostSchedule",
     "Page",
     "PoliteClient",
     "Politeness",
@@ -81,17 +83,20 @@ class Politeness:
 
     Attributes:
         user_agent: the User-Agent sent; its product token is matched against robots.txt.
-        rate_per_host: requests per second to one host, at most.
+        rate_per_host: requests per second to one host, at most (all workers together).
+        burst: requests a rested host may get at once (the token bucket's size).
         max_retries: retries of a 429, 5xx, timeout or connection error.
         timeout_s: seconds a page request (or an image download, in all) may take.
         max_bytes: bytes a page or image may have.
         allow_private: allow private, loopback and link-local addresses (local tests only).
-        max_wait_s: the longest ``Retry-After`` waited for.
+        max_wait_s: the longest wait for a host's turn (the shared rate limit) or a
+            ``Retry-After``, in seconds.
         backoff_s: the first retry's delay without ``Retry-After`` (doubled per retry).
     """
 
     user_agent: str
     rate_per_host: float = 1.0
+    burst: int = 1
     max_retries: int = 5
     timeout_s: float = 20.0
     max_bytes: int = 25_000_000
@@ -105,10 +110,12 @@ class Politeness:
         return cls(
             user_agent=settings.user_agent,
             rate_per_host=settings.crawl_rate_per_host,
+            burst=settings.crawl_burst,
             max_retries=settings.crawl_max_retries,
             timeout_s=settings.fetch_timeout,
             max_bytes=settings.max_download_bytes,
             allow_private=settings.allow_private_urls,
+            max_wait_s=settings.crawl_max_wait,
         )
 
     @property
@@ -139,51 +146,6 @@ class Page:
     status: int
     text: str
     content_type: str | None
-
-
-class HostSchedule:
-    """When each host may next be sent a request: a minimum interval between request starts
-    and holds (``Retry-After``). Thread-safe; waiting happens outside the lock.
-
-    Args:
-        clock: a monotonic clock in seconds.
-        sleep: how to wait.
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._held: dict[str, float] = {}
-
-    def wait(self, host: str, interval_s: float) -> float:
-        """Block until ``host`` may be sent a request, ``interval_s`` after the last one
-        started, and claim that slot. Returns the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            slot = now
-            if host in self._last:
-                slot = max(slot, self._last[host] + interval_s)
-            slot = max(slot, self._held.get(host, now))
-            self._last[host] = slot
-        if slot > now:
-            self._sleep(slot - now)
-        return max(0.0, slot - now)
-
-    def hold(self, host: str, seconds: float) -> None:
-        """Send nothing to ``host`` for ``seconds`` from now."""
-        with self._lock:
-            until = self._clock() + max(0.0, seconds)
-            self._held[host] = max(self._held.get(host, until), until)
-
-
-_SCHEDULE = HostSchedule()
-"""The process's schedule, shared by every client (see the module text)."""
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -236,21 +198,24 @@ class PoliteClient:
 
     Args:
         politeness: how to treat the site.
-        schedule: the per-host schedule (default: the process's shared one).
+        limiter: the per-host rate limit (default: the process's shared one,
+            :func:`modomo.hostlimit.host_limiter`: in Redis when Modomo has one).
     """
 
     def __init__(
         self,
         politeness: Politeness,
         *,
-        schedule: HostSchedule | None = None,
+        limiter: HostLimiter | None = None,
     ) -> None:
         self.politeness = politeness
-        self.schedule = schedule or _SCHEDULE
+        self.limiter = limiter or host_limiter()
         self.requests = 0
         """Requests sent (pages, robots.txt files and images, each attempt counted)."""
+        self.waited_s = 0.0
+        """Seconds spent waiting for hosts' turns (the rate limit and holds)."""
         self._robots: dict[str, _Robots] = {}
-        self._intervals: dict[str, float] = {}
+        self._asked_rates: dict[str, float] = {}
         self._client = httpx.Client(
             http2=True,
             headers={"User-Agent": politeness.user_agent},
@@ -279,7 +244,8 @@ class PoliteClient:
             Disallowed: robots.txt does not allow it (or a redirect target); nothing was sent
                 to the disallowed URL.
             CrawlError: refused address, HTTP error (after the retries for 429 and 5xx), not
-                a page, too large, too many redirects, network error.
+                a page, too large, too many redirects, network error, no turn at the host
+                within ``max_wait_s`` or the shared rate limit unreachable.
         """
         current = url
         for _hop in range(MAX_REDIRECTS + 1):
@@ -309,17 +275,18 @@ class PoliteClient:
 
     def fetch_image(self, url: str) -> bytes:
         """Download an image through :func:`modomo.images.fetch_image` (address policy,
-        size and time caps, image check), within robots.txt and the host's rate limit.
+        size and time caps, image check), each request (redirect hops included) within
+        robots.txt and its host's rate limit.
 
         Raises:
-            Disallowed: robots.txt does not allow the image URL.
-            FetchError: it could not be fetched as an image (the reason says why).
+            Disallowed: robots.txt does not allow the image URL (or a redirect target).
+            FetchError: it could not be fetched as an image (the reason says why; no turn at
+                the host within ``max_wait_s`` and an unreachable rate limit are reasons too).
         """
         self.check_robots(url)
         host = _host(url)
         politeness = self.politeness
         for attempt in range(politeness.max_retries + 1):
-            self._wait(host)
             try:
                 return fetch_image(
                     url,
@@ -327,6 +294,7 @@ class PoliteClient:
                     max_bytes=politeness.max_bytes,
                     timeout_s=politeness.timeout_s,
                     user_agent=politeness.user_agent,
+                    throttle=self._image_hop,
                 ).data
             except FetchError as exc:
                 if (
@@ -338,9 +306,7 @@ class PoliteClient:
                 delay = retry_after_seconds(exc.retry_after)
                 if delay is not None and delay > politeness.max_wait_s:
                     raise
-                self.schedule.hold(
-                    host, delay if delay is not None else politeness.backoff(attempt)
-                )
+                self._hold(host, delay if delay is not None else politeness.backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def check_robots(self, url: str) -> None:
@@ -349,10 +315,35 @@ class PoliteClient:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _wait(self, host: str) -> None:
-        interval = self._intervals.get(host, 1.0 / self.politeness.rate_per_host)
-        self.schedule.wait(host, interval)
+    def _wait(self, host: str) -> float:
+        """Take ``host``'s next turn (sleeping until it is due); returns seconds waited.
+
+        Raises:
+            HostLimitError: no turn within ``max_wait_s``, or the limit is unreachable.
+        """
+        asked = self._asked_rates.get(host)
+        waited = self.limiter.acquire(
+            host,
+            self.politeness.max_wait_s,
+            rate=asked or self.politeness.rate_per_host,
+            burst=1 if asked else self.politeness.burst,
+        )
         self.requests += 1
+        self.waited_s += waited
+        return waited
+
+    def _hold(self, host: str, seconds: float) -> None:
+        """Make every worker's next request to ``host`` wait ``seconds``."""
+        try:
+            self.limiter.hold(host, seconds, rate=self._asked_rates.get(host))
+        except HostLimitError as exc:  # the next _wait says so and stops
+            log.warning("%s", exc)
+
+    def _image_hop(self, url: str) -> float:
+        """:func:`fetch_image`'s throttle: robots.txt and the rate limit for each request of
+        an image download (its redirect hops included)."""
+        self.check_robots(url)
+        return self._wait(_host(url))
 
     def _robots_for(self, url: str) -> _Robots:
         parts = urlsplit(url)
@@ -365,7 +356,7 @@ class PoliteClient:
             own = 1.0 / self.politeness.rate_per_host
             if asked is not None and asked > own:
                 log.info("%s asks for %.3g s between requests (robots.txt)", origin, asked)
-                self._intervals[_host(url)] = asked
+                self._asked_rates[_host(url)] = 1.0 / asked
         return robots
 
     def _fetch_robots(self, origin: str) -> _Robots:
@@ -401,7 +392,10 @@ class PoliteClient:
                 )
             except FetchError as exc:
                 raise CrawlError(str(exc), url=url) from exc
-            self._wait(host)
+            try:
+                self._wait(host)
+            except HostLimitError as exc:
+                raise CrawlError(str(exc), url=url) from exc
             try:
                 with self._client.stream("GET", url) as response:
                     status = response.status_code
@@ -416,7 +410,7 @@ class PoliteClient:
                             )
                         wait = delay if delay is not None else politeness.backoff(attempt)
                         log.info("HTTP %s from %s: retrying in %.3g s", status, url, wait)
-                        self.schedule.hold(host, wait)
+                        self._hold(host, wait)
                         continue
                     body = b"" if status in _REDIRECTS else _read(response, limit, url)
                     return _Answer(
@@ -427,7 +421,7 @@ class PoliteClient:
                 if last_try:
                     raise CrawlError(reason, url=url) from exc
                 log.info("%s: retrying", reason)
-                self.schedule.hold(host, politeness.backoff(attempt))
+                self._hold(host, politeness.backoff(attempt))
             except httpx.HTTPError as exc:  # e.g. a body that does not decode: not transient
                 raise CrawlError(f"{type(exc).__name__} fetching {url}: {exc}", url=url) from exc
         raise AssertionError("unreachable")  # pragma: no cover - the last try returns or raises
@@ -451,7 +445,4 @@ def _retryable(status: int) -> bool:
     return status == 429 or 500 <= status <= 599
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{(parts.hostname or '').lower()}:{port}"
+_host = host_key
