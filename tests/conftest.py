@@ -1,6 +1,7 @@
 """Test session set-up: the real Redis and PostgreSQL on loopback, real Celery workers.
 
-At start-up the session checks Redis (127.0.0.1:6379, database 15, flushed before and after)
+At start-up the session checks Redis (127.0.0.1:6379, database 15 or MODOMO_TEST_REDIS_DB,
+flushed before and after)
 and PostgreSQL (127.0.0.1:5432; a fresh database ``modomo_test_<random>`` created here and
 dropped at the end), and points Modomo's settings at them through the environment, before
 any Modomo module reads its settings. Tests marked ``services`` need both: outside CI a
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# MODOMO_TEST_REDIS_DB lets two pytest sessions share the Redis server without flushing each
+# other's database (each session flushes its own at start and end).
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('MODOMO_TEST_REDIS_DB', '15')}"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOW_TO_START = {
     "redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" '

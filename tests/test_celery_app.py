@@ -32,6 +32,7 @@ EXPECTED_QUEUE = {
     "modomo.tasks.maintenance_tasks.reap_stale_jobs": "maintenance",
     "modomo.tasks.maintenance_tasks.cleanup_artifacts": "maintenance",
     "modomo.tasks.maintenance_tasks.health_check": "maintenance",
+    "modomo.tasks.maintenance_tasks.scheduler_tick": "maintenance",
 }
 
 

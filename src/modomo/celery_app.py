@@ -12,6 +12,8 @@ Reliability choices (Celery's "Optimizing" and "Tasks" guides):
   redelivery never duplicates work or counts.
 - ``worker_prefetch_multiplier = 1``: long batches are not hoarded by one worker.
 - Soft and hard time limits; children recycled after N tasks or M KiB of resident memory.
+- Job priorities (urgent, high, normal, low) as message priorities 0/3/6/9, each its own
+  Redis list (``priority_steps``); a worker takes the most urgent waiting message first.
 - On Redis, ``visibility_timeout`` longer than the hard time limit (broker, result backend and
   app settings), or Redis would hand a still-running task to a second worker.
 """
@@ -27,6 +29,7 @@ from celery.signals import before_task_publish, worker_process_init
 from kombu import Queue
 
 from modomo.config import Settings, get_settings
+from modomo.db.models import Priority
 
 __all__ = ["QUEUES", "TASK_MODULES", "app", "beat_schedule", "make_celery"]
 
@@ -71,6 +74,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     cleanup, and Celery's own ``celery.backend_cleanup`` when results live in a database
     (Redis expires them by itself)."""
     schedule: dict[str, dict[str, Any]] = {
+        "scheduler-tick": {
+            "task": "modomo.tasks.maintenance_tasks.scheduler_tick",
+            "schedule": float(settings.scheduler_tick),
+            # a tick that waited longer than the interval is superseded by the next one
+            "options": {"expires": float(settings.scheduler_tick), "priority": 0},
+        },
         "reap-stale-jobs": {
             "task": "modomo.tasks.maintenance_tasks.reap_stale_jobs",
             "schedule": float(settings.reaper_interval),
@@ -92,6 +101,46 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"queue": "maintenance"},
         }
     return schedule
+
+
+class QueueRateLimits:
+    """Celery task annotation giving every Modomo task routed to a queue that queue's
+    ``rate_limit`` (``MODOMO_QUEUE_RATE_LIMITS``; Celery applies it per worker).
+
+    A task's queue is its own ``queue`` option, else the first of :data:`TASK_ROUTES` its
+    name matches (glob patterns by module), else the default ``celery``. Celery asks
+    :meth:`annotate` once per task when the app binds it (``task_annotations``).
+
+    Raises:
+        ConfigError: a queue that is not one of :data:`QUEUES`.
+    """
+
+    def __init__(self, limits: dict[str, str]) -> None:
+        from celery.app.routes import MapRoute
+
+        from modomo.config import ConfigError
+
+        unknown = sorted(set(limits) - set(QUEUES))
+        if unknown:
+            raise ConfigError(
+                f"invalid settings: MODOMO_QUEUE_RATE_LIMITS names unknown queue(s) "
+                f"{', '.join(unknown)}; the queues are {', '.join(QUEUES)}"
+            )
+        self.limits = dict(limits)
+        self._routes = MapRoute(TASK_ROUTES)
+
+    def queue_of(self, name: str, own_queue: str | None = None) -> str:
+        """The queue a task named ``name`` is sent to."""
+        if own_queue:
+            return own_queue
+        route = self._routes(name) or {}
+        return str(route.get("queue") or "celery")
+
+    def annotate(self, task: Any) -> dict[str, str] | None:
+        if not str(task.name).startswith("modomo."):
+            return None  # Celery's own tasks keep their settings
+        rate = self.limits.get(self.queue_of(task.name, getattr(task, "queue", None)))
+        return {"rate_limit": rate} if rate else None
 
 
 def _is_redis(url: str) -> bool:
@@ -117,6 +166,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_prefetch_multiplier": 1,
+        # A message without a priority would be served first on Redis (0 is the highest
+        # there): everything not sent for a job of another priority is "normal".
+        "task_default_priority": Priority.MESSAGE[Priority.NORMAL],
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
@@ -130,6 +182,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": beat_schedule(settings),
+        # per-queue task rate limits (MODOMO_QUEUE_RATE_LIMITS), per worker
+        "task_annotations": (
+            [QueueRateLimits(settings.queue_rate_limits)] if settings.queue_rate_limits else None
+        ),
     }
     # TLS to Redis (rediss://, e.g. a managed Redis): verify the server's certificate unless
     # the URL says otherwise (?ssl_cert_reqs=...), as Celery insists on a choice.
@@ -144,6 +200,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         config["broker_transport_options"] = {
             "visibility_timeout": settings.redis_visibility_timeout,
             "queue_order_strategy": "priority",
+            # one Redis list per job priority (urgent 0, high 3, normal 6, low 9); workers,
+            # queue depths and Flower all read the same steps
+            "priority_steps": list(Priority.STEPS),
+            # A message delivered at the instant the connection broke (Redis restarted) stays
+            # in the unacked set until it is older than the visibility timeout; kombu sweeps
+            # for those every interval x throttle seconds (10 x 10 by default): sweep every
+            # 10 s so it comes back within the visibility timeout + 10 s.
+            "unacked_restore_throttle": 1,
         }
     if _is_redis(settings.result_backend):
         config["result_backend_transport_options"] = {

@@ -13,8 +13,9 @@ import contextlib
 import json
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,6 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from modomo.config import ConfigError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from modomo.jobs.scheduling import Timing
 
 __all__ = ["app", "main"]
 
@@ -43,6 +47,62 @@ app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+schedules_app = typer.Typer(
+    help="Recurring jobs (cron), fired by `modomo beat`.", no_args_is_help=True
+)
+app.add_typer(schedules_app, name="schedules")
+
+# Job options shared by the job-creating commands (see modomo.jobs.scheduling).
+PriorityOption = Annotated[
+    str, typer.Option(help="Job priority: urgent, high, normal or low (urgent runs first).")
+]
+RunAtOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run-at", help="Start at this time: ISO 8601 with a zone, e.g. 2026-11-22T02:00:00Z."
+    ),
+]
+CountdownOption = Annotated[float | None, typer.Option(min=0, help="Start in this many seconds.")]
+ExpiresAtOption = Annotated[
+    str | None,
+    typer.Option("--expires-at", help="Expire the job if it has not started by this time."),
+]
+ExpiresOption = Annotated[
+    float | None,
+    typer.Option(min=0, help="Expire the job if it has not started within this many seconds."),
+]
+
+
+def _when(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{name}: not an ISO 8601 time: {text!r}") from None
+
+
+def _timing(
+    priority: str = "normal",
+    run_at: str | None = None,
+    countdown: float | None = None,
+    expires_at: str | None = None,
+    expires: float | None = None,
+) -> Timing:
+    """The job options of a command as a :class:`~modomo.jobs.scheduling.Timing`."""
+    from modomo.jobs.scheduling import Timing
+
+    try:
+        return Timing.resolve(
+            priority.lower(),
+            _when("--run-at", run_at),
+            countdown,
+            _when("--expires-at", expires_at),
+            expires,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
 
 GENERAL_QUEUES = "celery,color_processing,classification,maintenance"
 AI_QUEUES = "ai_processing,detection"
@@ -92,8 +152,12 @@ def process(
             "as follow-on jobs on the ingested scenes."
         ),
     ] = "colors",
+    priority: PriorityOption = "normal",
 ) -> None:
-    """Ingest images and run a pipeline on them (scene palettes by default) as one job."""
+    """Ingest images and run a pipeline on them (scene palettes by default) as one job.
+
+    The images are ingested by this command, so it takes ``--priority`` but no start time:
+    schedule work with the other commands, the API or ``modomo schedules``."""
     from modomo.celery_app import app as celery_app
     from modomo.console import console, progress_bar
     from modomo.embedded import embedded_worker
@@ -105,6 +169,7 @@ def process(
     from modomo.tasks.detection_tasks import process_scenes_batch
 
     settings = get_settings()
+    timing = _timing(priority)
     try:
         stages = _pipeline_stages(pipeline, settings)
         inputs = expand_sources(sources)
@@ -127,7 +192,9 @@ def process(
             f"({', '.join(kinds)}); follow them, or run `modomo classify` / `modomo dedup` later"
         )
     job_id = create_job(
-        kinds[0], {"sources": sources, "inputs": len(inputs), "stages": list(stages)}
+        kinds[0],
+        {"sources": sources, "inputs": len(inputs), "stages": list(stages)},
+        priority=timing.priority,
     )
     console.print(f"job [bold]{job_id}[/] ({kinds[0]}): {len(inputs)} inputs")
     size = batch_size or settings.batch_size
@@ -143,10 +210,16 @@ def process(
         console.print(f"ingested {note}, {len(report.failed)} failed at ingest")
         for position, kind in enumerate(kinds):
             if position:
-                job_id = create_job(kind, {"stages": [kind]}, parent_id=jobs[0].id)
+                job_id = create_job(
+                    kind, {"stages": [kind]}, parent_id=jobs[0].id, priority=timing.priority
+                )
                 console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
             if kind == "dedup":
-                run_dedup_job.apply_async(kwargs={"job_id": str(job_id)})
+                from modomo.db.models import Priority
+
+                run_dedup_job.apply_async(
+                    kwargs={"job_id": str(job_id)}, priority=Priority.MESSAGE[timing.priority]
+                )
             else:
                 task, options = {
                     "colors": (process_colors_batch, {}),
@@ -458,7 +531,8 @@ def beat(
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
-    """Run Celery beat: the stale-job reaper, health checks and the daily cleanup (run one)."""
+    """Run Celery beat (run one): the scheduler tick (scheduled, expiring and recurring jobs),
+    the stale-job reaper, health checks and the daily cleanup."""
     from modomo.celery_app import app as celery_app
 
     settings = get_settings()
@@ -467,8 +541,11 @@ def beat(
     celery_app.start(["beat", f"--schedule={target}", f"--loglevel={loglevel}"])
 
 
-def _run_source_job(job_type: str, task_name: str, kwargs: dict[str, object], wait: bool) -> None:
-    """Create a job, send its source task, and follow it (the CLI side of scrape and import).
+def _run_source_job(
+    job_type: str, task_name: str, kwargs: dict[str, Any], wait: bool, timing: Timing
+) -> None:
+    """Create a job, send its start task (or schedule it), and follow it (the CLI side of
+    scrape, import, classify and dedup).
 
     With the embedded default a worker runs in this process for as long as the job does.
     """
@@ -477,7 +554,8 @@ def _run_source_job(job_type: str, task_name: str, kwargs: dict[str, object], wa
     from modomo.celery_app import app as celery_app
     from modomo.console import console, failures_table, follow_job, job_table
     from modomo.embedded import embedded_worker
-    from modomo.jobs import create_job, describe_job
+    from modomo.jobs import describe_job
+    from modomo.jobs.scheduling import BrokerUnavailable, TaskMissing, submit_job
 
     settings = get_settings()
     _ensure_database(settings)
@@ -486,14 +564,25 @@ def _run_source_job(job_type: str, task_name: str, kwargs: dict[str, object], wa
             "--no-wait needs a broker (CELERY_BROKER_URL / REDIS_URL): "
             "the embedded worker lives only as long as this command"
         )
-    celery_app.loader.import_default_modules()
-    task = celery_app.tasks[task_name]
-    task_id = str(uuid.uuid4())
-    job_id = create_job(job_type, dict(kwargs), celery_task_ids=[task_id])
-    console.print(f"job [bold]{job_id}[/] ({job_type})")
+    if settings.embedded and timing.run_at is not None:
+        raise _fail(
+            "--run-at/--countdown need a broker and `modomo beat` (the scheduler tick); "
+            "the embedded worker lives only as long as this command"
+        )
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
     with worker:
-        task.apply_async(kwargs={"job_id": str(job_id), **kwargs}, task_id=task_id)
+        try:
+            submitted = submit_job(job_type, task_name, kwargs, timing=timing)
+        except (TaskMissing, BrokerUnavailable) as exc:
+            raise _fail(str(exc), 1) from None
+        job_id = submitted.job_id
+        console.print(f"job [bold]{job_id}[/] ({job_type}, {timing.priority} priority)")
+        if timing.run_at is not None:
+            console.print(
+                f"scheduled for {timing.run_at.isoformat()}; "
+                f"follow with `modomo jobs show {job_id}`"
+            )
+            return
         if not wait:
             console.print(f"submitted; follow with `modomo jobs show {job_id}`")
             return
@@ -526,6 +615,11 @@ def scrape_houzz(
         ),
     ] = 100,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    priority: PriorityOption = "normal",
+    run_at: RunAtOption = None,
+    countdown: CountdownOption = None,
+    expires_at: ExpiresAtOption = None,
+    expires: ExpiresOption = None,
 ) -> None:
     """Crawl Houzz room galleries (robots.txt obeyed, MODOMO_CRAWL_RATE_PER_HOST) into scenes."""
     from modomo.sources.houzz import ROOM_TYPES
@@ -538,6 +632,7 @@ def scrape_houzz(
         "modomo.tasks.scraping_tasks.run_scraping_job",
         {"limit": limit, "room_types": list(room_type or ROOM_TYPES)},
         wait,
+        _timing(priority, run_at, countdown, expires_at, expires),
     )
 
 
@@ -551,6 +646,11 @@ def import_hf(
         bool, typer.Option("--with-detection", help="Then detect objects in the imported scenes.")
     ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    priority: PriorityOption = "normal",
+    run_at: RunAtOption = None,
+    countdown: CountdownOption = None,
+    expires_at: ExpiresAtOption = None,
+    expires: ExpiresOption = None,
 ) -> None:
     """Import rows of a Hugging Face dataset (hub id, save_to_disk folder or Parquet) as scenes."""
     local = Path(dataset).expanduser()
@@ -567,6 +667,7 @@ def import_hf(
             "include_detection": with_detection,
         },
         wait,
+        _timing(priority, run_at, countdown, expires_at, expires),
     )
 
 
@@ -577,6 +678,11 @@ def classify(
     ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many scenes.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    priority: PriorityOption = "normal",
+    run_at: RunAtOption = None,
+    countdown: CountdownOption = None,
+    expires_at: ExpiresAtOption = None,
+    expires: ExpiresOption = None,
 ) -> None:
     """Classify scenes with CLIP (room type, style, scene type) and store their embeddings."""
     _run_source_job(
@@ -584,16 +690,28 @@ def classify(
         "modomo.tasks.classification_tasks.run_scene_reclassification_job",
         {"limit": limit, "force_reclassify": force},
         wait,
+        _timing(priority, run_at, countdown, expires_at, expires),
     )
 
 
 @app.command()
 def dedup(
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    priority: PriorityOption = "normal",
+    run_at: RunAtOption = None,
+    countdown: CountdownOption = None,
+    expires_at: ExpiresAtOption = None,
+    expires: ExpiresOption = None,
 ) -> None:
     """Find near-duplicate scenes (pHash, embeddings) and rebuild the duplicate groups."""
-    _run_source_job("dedup", "modomo.tasks.classification_tasks.run_dedup_job", {}, wait)
-    if wait:
+    _run_source_job(
+        "dedup",
+        "modomo.tasks.classification_tasks.run_dedup_job",
+        {},
+        wait,
+        _timing(priority, run_at, countdown, expires_at, expires),
+    )
+    if wait and run_at is None and countdown is None:
         _print_groups()
 
 
@@ -861,6 +979,127 @@ def keys_revoke(id_or_prefix: Annotated[str, typer.Argument(help="Key id or pref
     except KeyNotFound as exc:
         raise _fail(str(exc), 1) from None
     console.print(f"revoked key {record['name']} ({record['prefix']}…)")
+
+
+@schedules_app.command("add")
+def schedules_add(
+    name: Annotated[str, typer.Argument(help="A unique name.")],
+    cron: Annotated[str, typer.Option(help="Five cron fields, e.g. '0 2 * * *' (02:00 daily).")],
+    job_type: Annotated[
+        str,
+        typer.Option("--job", help="scrape, import, colors, detection, classify, dedup or export."),
+    ],
+    params: Annotated[
+        str, typer.Option(help="The job's request fields as JSON, as POSTed for that job.")
+    ] = "{}",
+    timezone: Annotated[str, typer.Option(help="IANA time zone the cron is read in.")] = "UTC",
+    priority: PriorityOption = "normal",
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled.")] = False,
+) -> None:
+    """Add a recurring job: each time CRON matches (in TIMEZONE) `modomo beat` creates one."""
+    from pydantic import ValidationError
+
+    from modomo.api.schemas import ScheduleRequest
+    from modomo.console import console
+    from modomo.jobs.schedules import ScheduleError, add_schedule
+
+    _ensure_database(get_settings())
+    try:
+        request = ScheduleRequest.model_validate(
+            {
+                "name": name,
+                "cron": cron,
+                "timezone": timezone,
+                "job_type": job_type,
+                "params": json.loads(params),
+                "priority": priority.lower(),
+                "enabled": not disabled,
+            }
+        )
+        record = add_schedule(
+            request.name,
+            request.cron,
+            request.job_type,
+            request.task_kwargs(),
+            timezone=request.timezone,
+            priority=request.priority,
+            enabled=request.enabled,
+        )
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--params: not JSON: {exc}") from None
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise _fail(where) from None
+    except ScheduleError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"schedule {record['name']}: next run {record['next_run_at']}")
+
+
+@schedules_app.command("list")
+def schedules_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """List the schedules with their last and next run (UTC)."""
+    from modomo.console import console
+    from modomo.jobs.schedules import list_schedules
+
+    _ensure_database(get_settings())
+    records = list_schedules()
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    table = Table("name", "cron", "zone", "job", "priority", "enabled", "last run", "next run")
+    for r in records:
+        table.add_row(
+            r["name"],
+            r["cron"],
+            r["timezone"],
+            r["job_type"],
+            r["priority"],
+            "yes" if r["enabled"] else "no",
+            r["last_run_at"] or "-",
+            r["next_run_at"] or "-",
+        )
+    console.print(table)
+
+
+def _schedule_enabled(key: str, enabled: bool) -> None:
+    from modomo.console import console
+    from modomo.jobs.schedules import ScheduleNotFound, set_enabled
+
+    _ensure_database(get_settings())
+    try:
+        record = set_enabled(key, enabled)
+    except ScheduleNotFound as exc:
+        raise _fail(str(exc), 1) from None
+    state = "enabled" if enabled else "disabled"
+    console.print(f"schedule {record['name']}: {state}, next run {record['next_run_at']}")
+
+
+@schedules_app.command("enable")
+def schedules_enable(key: Annotated[str, typer.Argument(help="Schedule name or id.")]) -> None:
+    """Enable a schedule (its next run is computed from now)."""
+    _schedule_enabled(key, True)
+
+
+@schedules_app.command("disable")
+def schedules_disable(key: Annotated[str, typer.Argument(help="Schedule name or id.")]) -> None:
+    """Disable a schedule: the tick no longer fires it."""
+    _schedule_enabled(key, False)
+
+
+@schedules_app.command("remove")
+def schedules_remove(key: Annotated[str, typer.Argument(help="Schedule name or id.")]) -> None:
+    """Delete a schedule (the jobs it created stay)."""
+    from modomo.console import console
+    from modomo.jobs.schedules import ScheduleNotFound, remove_schedule
+
+    _ensure_database(get_settings())
+    try:
+        remove_schedule(key)
+    except ScheduleNotFound as exc:
+        raise _fail(str(exc), 1) from None
+    console.print(f"schedule {key}: removed")
 
 
 @jobs_app.command("list")

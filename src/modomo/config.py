@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     health_check_interval: PositiveInt = Field(
         default=300, validation_alias=_env("health_check_interval")
     )
+    scheduler_tick: PositiveFloat = Field(
+        default=5.0,
+        validation_alias=_env("scheduler_tick"),
+        description="Seconds between scheduler ticks (beat): scheduled jobs that are due are "
+        "enqueued, expired ones marked, due recurring schedules fired.",
+    )
     cleanup_hour: Annotated[int, Field(ge=0, le=23)] = Field(
         default=3,
         validation_alias=_env("cleanup_hour"),
@@ -253,7 +259,26 @@ class Settings(BaseSettings):
     crawl_rate_per_host: PositiveFloat = Field(
         default=1.0,
         validation_alias=_env("crawl_rate_per_host"),
-        description="Crawler requests per second to one host, at most.",
+        description="Requests per second to one host, at most, shared by every worker "
+        "(crawl pages and images, URL-list downloads; a token bucket in Redis).",
+    )
+    crawl_burst: PositiveInt = Field(
+        default=1,
+        validation_alias=_env("crawl_burst"),
+        description="Requests a rested host may get at once (the token bucket's size); over "
+        "any w seconds a host gets at most burst + rate × w requests.",
+    )
+    crawl_max_wait: PositiveFloat = Field(
+        default=300.0,
+        validation_alias=_env("crawl_max_wait"),
+        description="Seconds a request may wait for its host's turn (the shared rate limit, "
+        "a Retry-After) before it fails instead.",
+    )
+    queue_rate_limits: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("queue_rate_limits"),
+        description="JSON object queue -> Celery rate limit of each of its tasks, per worker "
+        '(e.g. {"scraping": "10/m"}; "N/s", "N/m" or "N/h").',
     )
     crawl_max_retries: Annotated[int, Field(ge=0, le=20)] = Field(
         default=5,
@@ -265,6 +290,33 @@ class Settings(BaseSettings):
         validation_alias=_env("crawl_chunk_size"),
         description="Images a crawl or import ingests per transaction (its cursor moves then).",
     )
+
+    @field_validator("queue_rate_limits", mode="before")
+    @classmethod
+    def _parse_queue_rate_limits(cls, value: object) -> object:
+        # Queue names are checked against modomo.celery_app.QUEUES where the Celery settings
+        # are built (celery_app imports this module, so it cannot be imported from here).
+        import json
+        import re
+
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f'not JSON ({exc}); expected e.g. {{"scraping": "10/m"}}'
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError('expected a JSON object of queue -> rate, e.g. {"scraping": "10/m"}')
+        for queue, rate in value.items():
+            if not isinstance(rate, str) or not re.fullmatch(r"\d+(\.\d+)?/[smh]", rate.strip()):
+                raise ValueError(
+                    f"bad rate {rate!r} for queue {queue!r}: expected N/s, N/m or N/h "
+                    "(tasks per second, minute or hour, per worker), e.g. '10/m'"
+                )
+        return {str(queue): rate.strip() for queue, rate in value.items()}
 
     # --- colour analysis ----------------------------------------------------------------
     palette_size: Annotated[int, Field(ge=1, le=16)] = Field(

@@ -41,7 +41,7 @@ def _stale_jobs(cutoff: datetime) -> list[Job]:
         )
         jobs = session.scalars(
             select(Job).where(
-                Job.status.in_(JobStatus.ACTIVE),
+                Job.status.in_(JobStatus.QUEUED),  # a scheduled job waits on purpose
                 Job.updated_at < cutoff,
                 func.coalesce(last_outcome, Job.created_at) < cutoff,
             )

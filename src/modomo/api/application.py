@@ -28,6 +28,7 @@ from modomo.api.routers import (
     monitoring,
     objects,
     scenes,
+    schedules,
     scraping,
 )
 from modomo.celery_app import app as celery_app
@@ -89,6 +90,7 @@ def create_app() -> FastAPI:
         scenes,
         objects,
         keys,
+        schedules,
         dashboard,
     ):
         app.include_router(module.router)

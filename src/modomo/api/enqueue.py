@@ -1,4 +1,5 @@
-"""Submitting a job from a request: create the job row, send its start task, answer 202.
+"""Submitting a job from a request: create the job row, send its start task (or leave it
+scheduled), answer 202.
 
 Nothing heavier happens inside a request. The task id is recorded on the job before the
 task is sent, so a cancel can revoke it; when the broker cannot take the task, the job is
@@ -7,23 +8,15 @@ marked failed with the reason and the caller gets 503 — no job is left pending
 
 from __future__ import annotations
 
-import logging
-import uuid
 from typing import Any
 
 from fastapi import HTTPException, status
 
 from modomo.api.keys import Principal
-from modomo.api.schemas import Accepted
-from modomo.celery_app import app as celery_app
-from modomo.db.models import JobStatus
-from modomo.db.session import session_scope
-from modomo.jobs import create_job
-from modomo.jobs.accounting import set_status
+from modomo.api.schemas import Accepted, JobOptions
+from modomo.jobs.scheduling import BrokerUnavailable, TaskMissing, submit_job
 
 __all__ = ["enqueue_job"]
-
-log = logging.getLogger(__name__)
 
 
 def enqueue_job(
@@ -32,10 +25,11 @@ def enqueue_job(
     task_name: str,
     kwargs: dict[str, Any],
     *,
+    options: JobOptions | None = None,
     params: dict[str, Any] | None = None,
     missing: str,
 ) -> Accepted:
-    """Create a ``job_type`` job and send ``task_name(job_id=..., **kwargs)``.
+    """Create a ``job_type`` job and send ``task_name(job_id=..., **kwargs)``, or schedule it.
 
     Args:
         principal: who asked; recorded as the job's ``created_by`` (a JWT's ``sub`` or
@@ -43,30 +37,29 @@ def enqueue_job(
         job_type: the job's type (``detection``, ``colors`` …).
         task_name: the registered Celery task that starts the job.
         kwargs: the task's keyword arguments besides ``job_id`` (JSON-able).
+        options: the request's priority, run time and expiry (default: normal, now, never).
         params: what the job records as its parameters (default: ``kwargs``).
         missing: what the caller is told when the task does not exist in this version.
 
     Raises:
         HTTPException: 501 when the task is not registered; 503 when the broker refused it.
     """
-    task = celery_app.tasks.get(task_name)
-    if task is None:
-        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, detail=missing)
-    task_id = str(uuid.uuid4())
-    job_id = create_job(
-        job_type,
-        params if params is not None else kwargs,
-        celery_task_ids=[task_id],
-        created_by=principal.owner,
-    )
     try:
-        task.apply_async(kwargs={"job_id": str(job_id), **kwargs}, task_id=task_id)
-    except Exception as exc:
-        reason = f"could not enqueue the job: broker unavailable ({type(exc).__name__}: {exc})"
-        log.error("job %s: %s", job_id, reason)
-        with session_scope() as session:
-            set_status(session, job_id, JobStatus.FAILED, message=reason, error=reason)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=reason) from None
+        submitted = submit_job(
+            job_type,
+            task_name,
+            kwargs,
+            params=params,
+            timing=(options or JobOptions()).timing(),
+            created_by=principal.owner,
+        )
+    except TaskMissing:
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, detail=missing) from None
+    except BrokerUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     return Accepted(
-        job_id=job_id, task_id=task_id, status=JobStatus.PENDING, status_url=f"/jobs/{job_id}"
+        job_id=submitted.job_id,
+        task_id=submitted.task_id,
+        status=submitted.status,
+        status_url=f"/jobs/{submitted.job_id}",
     )

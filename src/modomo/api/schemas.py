@@ -5,23 +5,36 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modomo.config import get_settings
 from modomo.images.fetch import check_url_allowed
 from modomo.inference import STAGES
+from modomo.jobs.scheduling import MAX_DELAY, Timing
 from modomo.sources.houzz import ROOM_TYPES
 
 __all__ = [
+    "SCHEDULE_PARAMS",
     "Accepted",
     "ColorsRequest",
+    "DetectPendingRequest",
     "DetectRequest",
     "ExportRequest",
     "HuggingFaceImportRequest",
+    "JobOptions",
     "Page",
     "ReclassifyRequest",
+    "ScheduleRequest",
     "ScraperRequest",
 ]
 
@@ -41,15 +54,64 @@ class _Request(BaseModel):
 
 
 class Accepted(BaseModel):
-    """A job was created and its start task sent (HTTP 202)."""
+    """A job was created and its start task sent, or it was scheduled (HTTP 202)."""
 
     job_id: uuid.UUID
     task_id: str
-    status: str = Field(description="The job's status: pending until a worker starts it.")
+    status: str = Field(
+        description="The job's status: pending until a worker starts it, scheduled until its "
+        "run_at."
+    )
     status_url: str = Field(description="Where to follow the job: GET it.")
 
 
-class DetectRequest(_Request):
+_MAX_DELAY_S = MAX_DELAY.total_seconds()
+
+
+class JobOptions(_Request):
+    """How urgent a job is and when it may run; every job-creating request takes these.
+
+    ``priority`` maps to a Celery message priority (urgent 0, high 3, normal 6, low 9; a
+    worker takes the most urgent waiting batch first). ``run_at`` (timezone-aware) or
+    ``countdown`` (seconds) schedules the job; ``expires_at`` or ``expires`` (seconds from
+    now) expires it if it has not started by then.
+    """
+
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"priority", "run_at", "countdown", "expires_at", "expires"}
+    )
+
+    priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    run_at: AwareDatetime | None = Field(
+        default=None, description="When to start (UTC or with offset)."
+    )
+    countdown: Annotated[float, Field(ge=0, le=_MAX_DELAY_S)] | None = Field(
+        default=None, description="Seconds from now to start."
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Expire the job if it has not started by then."
+    )
+    expires: Annotated[float, Field(gt=0, le=_MAX_DELAY_S)] | None = Field(
+        default=None, description="Seconds from now after which a job not started expires."
+    )
+
+    @model_validator(mode="after")
+    def _consistent_times(self) -> JobOptions:
+        self.timing()  # raises ValueError naming the fields
+        return self
+
+    def timing(self) -> Timing:
+        """The resolved priority, run time and expiry (times from now)."""
+        return Timing.resolve(
+            self.priority, self.run_at, self.countdown, self.expires_at, self.expires
+        )
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """The start task's keyword arguments: the request's fields without the job options."""
+        return self.model_dump(mode="json", exclude=set(self.OPTIONS))
+
+
+class DetectRequest(JobOptions):
     """Run the detection pipeline on one image URL or on stored scenes (exactly one)."""
 
     image_url: Annotated[str, Field(max_length=2048)] | None = Field(
@@ -79,7 +141,7 @@ class DetectRequest(_Request):
         return self
 
 
-class ScraperRequest(_Request):
+class ScraperRequest(JobOptions):
     """Crawl Houzz room galleries."""
 
     room_types: Annotated[list[Literal[ROOM_TYPES]], Field(min_length=1, max_length=8)] = Field(  # type: ignore[valid-type]
@@ -91,7 +153,7 @@ class ScraperRequest(_Request):
 _DATASET = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
 
-class HuggingFaceImportRequest(_Request):
+class HuggingFaceImportRequest(JobOptions):
     """Import images from a Hugging Face dataset."""
 
     dataset: Annotated[str, Field(min_length=1, max_length=200)] = Field(
@@ -110,7 +172,7 @@ class HuggingFaceImportRequest(_Request):
         return value
 
 
-class ColorsRequest(_Request):
+class ColorsRequest(JobOptions):
     """Compute palettes of the scenes that have none."""
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] | None = Field(
@@ -118,7 +180,7 @@ class ColorsRequest(_Request):
     )
 
 
-class ReclassifyRequest(_Request):
+class ReclassifyRequest(JobOptions):
     """Classify scenes (room type, style, scene type) with CLIP."""
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] | None = None
@@ -128,7 +190,7 @@ class ReclassifyRequest(_Request):
 _Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 
 
-class ExportRequest(_Request):
+class ExportRequest(JobOptions):
     """Export scenes as a dataset (COCO, YOLO or Hugging Face), zipped for download."""
 
     format: Literal["coco", "yolo", "hf"]
@@ -160,6 +222,70 @@ class ExportRequest(_Request):
         if abs(sum(value) - 1) > 1e-6:
             raise ValueError("train, val and test ratios must sum to 1")
         return value
+
+
+class DetectPendingRequest(JobOptions):
+    """Run the detection pipeline on the scenes that have no objects yet (schedules)."""
+
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] | None = None
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=4)] | None = None
+
+
+class _ExportParams(ExportRequest):
+    def task_kwargs(self) -> dict[str, Any]:
+        return {"options": super().task_kwargs()}
+
+
+SCHEDULE_PARAMS: dict[str, type[JobOptions]] = {
+    "scrape": ScraperRequest,
+    "import": HuggingFaceImportRequest,
+    "colors": ColorsRequest,
+    "detection": DetectPendingRequest,
+    "classify": ReclassifyRequest,
+    "dedup": JobOptions,
+    "export": _ExportParams,
+}
+"""Per schedulable job type, the request model its ``params`` must satisfy."""
+
+
+class ScheduleRequest(_Request):
+    """A recurring job: a cron expression read in a time zone, a job type and its params."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w .:-]+$")]
+    cron: Annotated[str, Field(min_length=9, max_length=128, pattern=PLAIN_TEXT)] = Field(
+        description="Five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * *'."
+    )
+    timezone: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w/+-]+$")] = "UTC"
+    job_type: Literal["scrape", "import", "colors", "detection", "classify", "dedup", "export"]
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The job's request fields (as POSTed for that job)."
+    )
+    priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> ScheduleRequest:
+        self.task_kwargs()
+        return self
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """The start task's keyword arguments from ``params``, validated like the job's own
+        request.
+
+        Raises:
+            ValueError: a field of ``params`` is invalid or is a job option (give the priority
+                as the schedule's own field; a schedule decides when its jobs run).
+        """
+        timing = sorted(JobOptions.OPTIONS & set(self.params))
+        if timing:
+            raise ValueError(f"params: {', '.join(timing)} cannot be set per run of a schedule")
+        try:
+            return SCHEDULE_PARAMS[self.job_type].model_validate(self.params).task_kwargs()
+        except ValidationError as exc:
+            where = "; ".join(
+                f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(where) from None
 
 
 class Page(BaseModel):

@@ -13,6 +13,10 @@ Tables:
 - ``api_keys``: the API's credentials, stored as SHA-256 digests (never the key itself).
 - ``duplicate_groups``: scenes that are near-duplicates of each other (pHash or embedding),
   each group with one canonical scene; ``scenes.duplicate_group_id`` names a scene's group.
+- ``job_stages``: per job and pipeline stage (detect, segment, depth, colors, classify …) how
+  many scenes passed it and how many failed there, counted with the ledger (exactly once).
+- ``schedules``: recurring jobs (a cron expression in a time zone); the scheduler tick
+  creates one job per due time.
 
 Image embeddings (``scenes.clip_embedding``, ``detected_objects.embedding``) are pgvector
 ``vector(d)`` columns on PostgreSQL when the extension is available (Supabase has it), a
@@ -28,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -51,7 +56,10 @@ __all__ = [
     "Embedding",
     "Job",
     "JobScene",
+    "JobStage",
     "JobStatus",
+    "Priority",
+    "Schedule",
     "ItemStatus",
     "Scene",
     "SceneFailure",
@@ -94,15 +102,42 @@ class Embedding(TypeDecorator[list[float]]):
 
 
 class JobStatus:
-    """Values of ``jobs.status``. A job in a final status never changes status again."""
+    """Values of ``jobs.status``. A job in a final status never changes status again.
 
+    ``scheduled``: waiting for its ``run_at``; the scheduler tick makes it ``pending`` (its
+    start task sent) when due. ``expired``: not started by its ``expires_at``; its tasks never
+    run. ``QUEUED`` are the statuses of a job whose work may be in flight (the stale-job
+    reaper's concern); ``ACTIVE`` adds ``scheduled`` (a cancel still applies).
+    """
+
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    ACTIVE = (PENDING, RUNNING)
-    FINAL = (COMPLETED, FAILED, CANCELLED)
+    EXPIRED = "expired"
+    QUEUED = (PENDING, RUNNING)
+    ACTIVE = (SCHEDULED, PENDING, RUNNING)
+    FINAL = (COMPLETED, FAILED, CANCELLED, EXPIRED)
+    ALL = (*ACTIVE, *FINAL)
+
+
+class Priority:
+    """Job priorities and the Celery message priority each maps to.
+
+    On Redis, kombu keeps one list per priority step and serves the lowest number first (0 is
+    the highest priority there); ``priority_steps`` is set to exactly these four values
+    (:func:`modomo.celery_app.celery_config`), so each level is its own sub-queue.
+    """
+
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+    MESSAGE: dict[str, int] = {URGENT: 0, HIGH: 3, NORMAL: 6, LOW: 9}
+    NAMES = tuple(MESSAGE)
+    STEPS = tuple(sorted(MESSAGE.values()))
 
 
 class ItemStatus:
@@ -149,12 +184,25 @@ class Job(Base):
     # The API principal that created the job: a JWT "sub" (a Supabase auth user's uuid) or
     # "key:<api key id>"; NULL from the CLI. Supabase's RLS policies show users their own jobs.
     created_by: Mapped[str | None] = mapped_column(String(128), index=True)
+    priority: Mapped[str] = mapped_column(
+        String(8), default=Priority.NORMAL, server_default=Priority.NORMAL
+    )
+    # a scheduled job waits for run_at; a job not started by expires_at becomes expired
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # {"name": task name, "kwargs": {...}, "task_id": id}: what the scheduler tick sends
+    start_task: Mapped[dict[str, Any] | None] = mapped_column()
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),)
 
 
 class Scene(Base):
@@ -316,3 +364,51 @@ class DuplicateGroup(Base):
         Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobStage(Base):
+    """One pipeline stage's counts in a job (``job_stages``).
+
+    ``processed`` scenes passed the stage, ``failed`` failed at it (later stages never saw
+    them). Counted in the same transaction as the ledger flip, so a redelivered batch never
+    counts a scene twice. For a job's first stage ``processed + failed`` equals the job's
+    ``processed + failed``; for each later stage it equals the previous stage's ``processed``.
+    """
+
+    __tablename__ = "job_stages"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(16), primary_key=True)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Schedule(Base):
+    """A recurring job (``schedules``): a cron expression evaluated in a time zone.
+
+    ``job_type`` names a schedulable job (:data:`modomo.jobs.scheduling.JOB_TASKS`) and
+    ``params`` its task's arguments. ``next_run_at`` (UTC) is when the scheduler tick creates
+    the next job; it moves forward in the same statement that claims the run, so each due time
+    creates one job even when two ticks race.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    job_type: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -9,13 +9,23 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from celery import Task
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from modomo.db.models import ItemStatus, Job, JobScene, JobStatus, Scene, SceneFailure, utcnow
+from modomo.db.models import (
+    ItemStatus,
+    Job,
+    JobScene,
+    JobStatus,
+    Priority,
+    Scene,
+    SceneFailure,
+    utcnow,
+)
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import (
     JobCounts,
@@ -23,6 +33,8 @@ from modomo.jobs.accounting import (
     apply_outcomes,
     fail_pending,
     set_status,
+    stage_counts,
+    stage_counts_of,
 )
 
 __all__ = [
@@ -35,6 +47,7 @@ __all__ = [
     "create_job",
     "describe_job",
     "dispatch_batches",
+    "expire_job",
     "fail_lost_work",
     "failed_scenes",
     "finish_if_done",
@@ -85,21 +98,48 @@ def create_job(
     parent_id: uuid.UUID | None = None,
     celery_task_ids: Sequence[str] = (),
     created_by: str | None = None,
+    priority: str = Priority.NORMAL,
+    run_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    start_task: dict[str, Any] | None = None,
+    schedule_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Create a pending job with no scenes yet; returns its id.
+    """Create a job with no scenes yet; returns its id.
 
-    ``celery_task_ids`` are ids of tasks the caller is about to send for the job (its start
-    task), recorded first so a cancel can revoke them; ``created_by`` names who asked (see
-    :attr:`modomo.db.models.Job.created_by`).
+    The job is ``pending``, or ``scheduled`` when ``run_at`` is given (the scheduler tick
+    sends its ``start_task`` then; see :mod:`modomo.jobs.scheduling`).
+
+    Args:
+        job_type: the job's type (``colors``, ``detection``, ``scrape`` …).
+        params: what the job records as its parameters.
+        parent_id: the job this one follows on from.
+        celery_task_ids: ids of tasks the caller is about to send for the job (its start
+            task), recorded first so a cancel can revoke them.
+        created_by: who asked (see :attr:`modomo.db.models.Job.created_by`).
+        priority: one of :attr:`modomo.db.models.Priority.NAMES`; the job's batches inherit it.
+        run_at: when a scheduled job is due (timezone-aware).
+        expires_at: when a job not started yet expires (timezone-aware).
+        start_task: ``{"name", "kwargs", "task_id"}`` of the task that starts the job.
+        schedule_id: the recurring schedule that created the job.
+
+    Raises:
+        ValueError: an unknown priority.
     """
+    if priority not in Priority.NAMES:
+        raise ValueError(f"priority must be one of {', '.join(Priority.NAMES)}, not {priority!r}")
     with session_scope() as session:
         job = Job(
             type=job_type,
             params=params or {},
             parent_id=parent_id,
-            status=JobStatus.PENDING,
+            status=JobStatus.SCHEDULED if run_at is not None else JobStatus.PENDING,
             celery_task_ids=list(celery_task_ids),
             created_by=created_by,
+            priority=priority,
+            run_at=run_at,
+            expires_at=expires_at,
+            start_task=start_task,
+            schedule_id=schedule_id,
         )
         session.add(job)
         session.flush()
@@ -116,8 +156,9 @@ def dispatch_batches(
     """Put ``scene_ids`` in the job and send them to ``task`` in batches.
 
     Each batch is sent as ``task(job_id, [scene ids as str], **task_kwargs)`` on the task's
-    routed queue. A scene given twice is sent once; a scene already in the job is sent again
-    but counted once (the ledger counts each scene's first outcome only).
+    routed queue, with the job's priority. A scene given twice is sent once; a scene already
+    in the job is sent again but counted once (the ledger counts each scene's first outcome
+    only).
 
     Returns:
         The Celery task ids of the batches sent.
@@ -129,7 +170,10 @@ def dispatch_batches(
     with session_scope() as session:
         add_scenes(session, jid, ordered)
         # One dispatcher per job, so appending to the JSON list here races with nobody.
-        known = session.scalar(select(Job.celery_task_ids).where(Job.id == jid)) or []
+        known_ids, priority = session.execute(
+            select(Job.celery_task_ids, Job.priority).where(Job.id == jid)
+        ).one()
+        known = known_ids or []
         session.execute(
             update(Job)
             .where(Job.id == jid)
@@ -137,7 +181,10 @@ def dispatch_batches(
         )
     for task_id, batch in zip(task_ids, batches, strict=True):
         task.apply_async(
-            args=(str(jid), [str(sid) for sid in batch]), kwargs=task_kwargs, task_id=task_id
+            args=(str(jid), [str(sid) for sid in batch]),
+            kwargs=task_kwargs,
+            task_id=task_id,
+            priority=Priority.MESSAGE.get(priority, Priority.MESSAGE[Priority.NORMAL]),
         )
     return task_ids
 
@@ -226,11 +273,44 @@ def close_source(
 
 
 def job_is_active(job_id: uuid.UUID | str) -> bool:
-    """True while the job is pending or running (a start task checks before fanning out, so
-    a job cancelled while its start task waited in the queue never starts)."""
+    """True while the job is pending or running: a start task checks before fanning out, so
+    a job cancelled while its start task waited in the queue never starts.
+
+    A pending job past its ``expires_at`` is marked ``expired`` here and reported inactive,
+    so its start task never runs its work even if the scheduler tick has not expired it yet.
+    """
+    jid = _uuid(job_id)
     with session_scope() as session:
-        status = session.scalar(select(Job.status).where(Job.id == _uuid(job_id)))
-    return status in JobStatus.ACTIVE
+        row = session.execute(select(Job.status, Job.expires_at).where(Job.id == jid)).first()
+        if row is None:
+            return False
+        status, expires_at = row
+        if status == JobStatus.PENDING and expires_at is not None and expires_at <= utcnow():
+            expire_job(session, jid)
+            return False
+    return status in JobStatus.QUEUED
+
+
+def expire_job(session: Session, job_id: uuid.UUID) -> bool:
+    """Mark a job that has not started (scheduled or pending) ``expired``, in the caller's
+    transaction; returns True when it changed (a started or final job is left alone)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.in_((JobStatus.SCHEDULED, JobStatus.PENDING)),
+            Job.started_at.is_(None),
+        )
+        .values(
+            status=JobStatus.EXPIRED,
+            message="expired: not started by its expires_at",
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(Job.id)
+    )
+    return result.first() is not None
 
 
 def finish_if_done(job_id: uuid.UUID | str) -> JobCounts | None:
@@ -307,14 +387,17 @@ def cancel_job(job_id: uuid.UUID | str) -> str:
 
 
 def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, Any]:
-    """A JSON-able view of a job: its record plus its scene failures with their reasons.
+    """A JSON-able view of a job: its record (stage counts included) plus its scene failures
+    with their reasons.
 
     Raises:
         JobNotFound: no such job.
     """
+
     jid = _uuid(job_id)
     with session_scope() as session:
         job = _get(session, jid)
+        stages = stage_counts(session, jid)
         rows = session.execute(
             select(
                 SceneFailure.scene_id,
@@ -334,7 +417,7 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
             .where(JobScene.job_id == jid, JobScene.status == "pending")
         )
         return {
-            **job_record(job),
+            **job_record(job, stages),
             "pending": pending,
             "failures": [
                 {
@@ -349,11 +432,23 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
         }
 
 
-def job_record(job: Job) -> dict[str, Any]:
-    """The job row as a JSON-able dict (timestamps in ISO 8601)."""
+def job_record(job: Job, stages: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """The job row as a JSON-able dict (timestamps in ISO 8601).
+
+    Args:
+        job: the job row.
+        stages: its per-stage counts, ``{stage: {"processed": n, "failed": m}}`` from
+            :func:`modomo.jobs.accounting.stage_counts` (callers listing many jobs fetch them
+            in one query). None reads them through the session the row belongs to (one small
+            query), or gives ``{}`` for a row outside any session.
+    """
 
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
+
+    if stages is None:
+        session = object_session(job)
+        stages = stage_counts(session, job.id) if session is not None else {}
 
     return {
         "id": str(job.id),
@@ -363,6 +458,7 @@ def job_record(job: Job) -> dict[str, Any]:
         "processed": job.processed,
         "failed": job.failed,
         "progress": round(job.progress or 0.0, 2),
+        "stages": stages,
         "message": job.message,
         "params": job.params,
         "result": job.result,
@@ -370,6 +466,10 @@ def job_record(job: Job) -> dict[str, Any]:
         "celery_task_ids": job.celery_task_ids,
         "parent_id": str(job.parent_id) if job.parent_id else None,
         "created_by": job.created_by,
+        "priority": job.priority,
+        "run_at": iso(job.run_at),
+        "expires_at": iso(job.expires_at),
+        "schedule_id": str(job.schedule_id) if job.schedule_id else None,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -388,10 +488,13 @@ def _filtered(query: Any, status: str | None, job_type: str | None) -> Any:
 def list_jobs(
     status: str | None = None, job_type: str | None = None, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Jobs, newest first, optionally filtered by status and type."""
+    """Jobs, newest first, optionally filtered by status and type, each with its stage counts."""
+
     with session_scope() as session:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-        return [job_record(job) for job in session.scalars(_filtered(query, status, job_type))]
+        jobs = list(session.scalars(_filtered(query, status, job_type)))
+        stages = stage_counts_of(session, [job.id for job in jobs])
+        return [job_record(job, stages[job.id]) for job in jobs]
 
 
 def count_jobs(status: str | None = None, job_type: str | None = None) -> int:

@@ -10,7 +10,7 @@ from modomo import maintenance
 from modomo.celery_app import app
 from modomo.tasks.base import RETRY
 
-__all__ = ["cleanup_artifacts", "health_check", "reap_stale_jobs"]
+__all__ = ["cleanup_artifacts", "health_check", "reap_stale_jobs", "scheduler_tick"]
 
 
 @app.task(**RETRY)
@@ -29,3 +29,13 @@ def cleanup_artifacts() -> dict[str, int]:
 def health_check() -> dict[str, Any]:
     """Check the database, the broker and the artifact store (logged when one fails)."""
     return maintenance.health_check()
+
+
+@app.task
+def scheduler_tick() -> dict[str, Any]:
+    """Expire jobs past their ``expires_at``, send scheduled jobs that are due, and fire due
+    recurring schedules (:func:`modomo.jobs.scheduling.tick`). Not retried: the next tick,
+    a few seconds later, does the same work."""
+    from modomo.jobs.scheduling import tick
+
+    return tick(celery=app).as_dict()

@@ -12,7 +12,7 @@ from modomo.api.auth import CurrentUser
 from modomo.api.enqueue import enqueue_job
 from modomo.api.keys import Principal
 from modomo.api.ratelimit import enqueue_limit
-from modomo.api.schemas import Accepted, Page, ReclassifyRequest
+from modomo.api.schemas import Accepted, JobOptions, Page, ReclassifyRequest
 
 router = APIRouter(tags=["classification"])
 
@@ -31,18 +31,26 @@ def reclassify(
         principal,
         "classify",
         "modomo.tasks.classification_tasks.run_scene_reclassification_job",
-        body.model_dump(),
+        body.task_kwargs(),
+        options=body,
         missing=_MISSING,
     )
 
 
 @router.post("/dedup", status_code=status.HTTP_202_ACCEPTED)
-def dedup(principal: Annotated[Principal, Depends(enqueue_limit)]) -> Accepted:
+def dedup(
+    principal: Annotated[Principal, Depends(enqueue_limit)], body: JobOptions | None = None
+) -> Accepted:
     """Hash the scenes without a pHash and rebuild the duplicate groups (pHash within
     ``MODOMO_PHASH_MAX_DISTANCE`` bits, embeddings from ``MODOMO_SEMANTIC_MIN_SIMILARITY``);
     the job's ``result`` says what was found."""
     return enqueue_job(
-        principal, "dedup", "modomo.tasks.classification_tasks.run_dedup_job", {}, missing=_MISSING
+        principal,
+        "dedup",
+        "modomo.tasks.classification_tasks.run_dedup_job",
+        {},
+        options=body,
+        missing=_MISSING,
     )
 
 

@@ -24,6 +24,7 @@ def process_colors(
         principal,
         "colors",
         "modomo.tasks.color_tasks.run_color_processing_job",
-        {"limit": body.limit},
+        body.task_kwargs(),
+        options=body,
         missing="colour processing is not available in this version",
     )

@@ -48,5 +48,6 @@ def detect_process(
         "detection",
         "modomo.tasks.detection_tasks.run_detection_pipeline",
         kwargs,
+        options=body,
         missing="the detection pipeline is not available in this version",
     )

@@ -28,13 +28,14 @@ def create_export(
 ) -> Accepted:
     """Export the chosen scenes (failed scenes and non-canonical near-duplicates left out
     unless asked for) with deterministic train/val/test splits stratified by room type."""
-    options = body.model_dump(mode="json")
+    options = body.task_kwargs()
     return enqueue_job(
         principal,
         "export",
         "modomo.tasks.export_tasks.run_export_job",
         {"options": options},
         params=options,
+        options=body,
         missing="this worker image has no export task (modomo.tasks.export_tasks)",
     )
 

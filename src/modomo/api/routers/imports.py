@@ -24,7 +24,8 @@ def import_huggingface_dataset(
         principal,
         "import",
         "modomo.tasks.import_tasks.import_huggingface_dataset",
-        body.model_dump(),
+        body.task_kwargs(),
+        options=body,
         missing="the Hugging Face import is not available in this version: no task "
         "modomo.tasks.import_tasks.import_huggingface_dataset is registered",
     )

@@ -25,7 +25,7 @@ from modomo.jobs import (
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+Status = Literal["scheduled", "pending", "running", "completed", "failed", "cancelled", "expired"]
 MAX_TASK_STATES = 50
 
 

@@ -23,7 +23,8 @@ def scraper_start(
         principal,
         "scrape",
         "modomo.tasks.scraping_tasks.run_scraping_job",
-        {"limit": body.limit, "room_types": list(body.room_types)},
+        body.task_kwargs(),
+        options=body,
         missing="the Houzz crawler is not available in this version: no task "
         "modomo.tasks.scraping_tasks.run_scraping_job is registered",
     )
