@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+import pytest
+
 from modomo.batching import map_with_backoff
 
 
@@ -68,3 +70,23 @@ def test_closing_prefetch_does_not_wait_for_a_stalled_load() -> None:
             assert future.result() == 1
             break
     assert time.monotonic() - started < 1.0
+
+
+def test_an_interrupt_stops_the_batch_instead_of_failing_an_item() -> None:
+    """Celery's soft time limit (registered by the task layer) propagates at once: no split,
+    no retry of the halves, no item recorded as failed by it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import modomo.tasks.base  # noqa: F401 - registers the soft time limit
+    from modomo.batching import is_interrupt
+
+    calls: list[int] = []
+
+    def run(batch: Sequence[int]) -> list[int]:
+        calls.append(len(batch))
+        raise SoftTimeLimitExceeded()
+
+    assert is_interrupt(SoftTimeLimitExceeded())
+    with pytest.raises(SoftTimeLimitExceeded):
+        map_with_backoff(list(range(8)), run, is_oom=lambda exc: False)
+    assert calls == [8]

@@ -13,10 +13,29 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["map_with_backoff", "prefetch"]
+__all__ = ["is_interrupt", "map_with_backoff", "never_isolate", "prefetch"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_INTERRUPTS: tuple[type[BaseException], ...] = ()
+
+
+def never_isolate(*types: type[BaseException]) -> None:
+    """Declare exception types that interrupt a whole batch instead of failing one item.
+
+    Celery's ``SoftTimeLimitExceeded`` is an ``Exception`` raised by a signal handler
+    wherever the task happens to be: :func:`map_with_backoff` must not treat it as that
+    batch's (or image's) error and retry the halves, or the task would run on until the hard
+    limit kills it. The task layer registers it here (this module stays free of Celery).
+    """
+    global _INTERRUPTS
+    _INTERRUPTS = tuple(dict.fromkeys((*_INTERRUPTS, *types)))
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for an exception registered with :func:`never_isolate` (re-raise it)."""
+    return isinstance(exc, _INTERRUPTS)
 
 
 def prefetch(
@@ -60,7 +79,8 @@ def map_with_backoff(
 
     ``run(batch)`` returns one result per item. When it raises an out-of-memory error the
     batch is split in halves and each half retried (after ``after_oom``, e.g. emptying the
-    CUDA cache); any other error also splits the batch, so one bad item is isolated. An
+    CUDA cache); any other error also splits the batch, so one bad item is isolated (an
+    interrupt registered with :func:`never_isolate` propagates at once instead). An
     item that still fails on its own gets the exception as its result: the caller records
     that scene as failed with the reason, and the rest of the batch goes on.
 
@@ -83,6 +103,8 @@ def map_with_backoff(
         try:
             results = list(run(batch))
         except Exception as exc:
+            if is_interrupt(exc):
+                raise
             if is_oom(exc):
                 out_of_memory = True
                 after_oom()

@@ -26,7 +26,7 @@ from modomo.analysis.masks import (
     mask_bbox_xyxy,
     xyxy_to_xywh,
 )
-from modomo.batching import map_with_backoff
+from modomo.batching import is_interrupt, map_with_backoff
 from modomo.images import LoadedImage
 from modomo.models.detector import empty_detections
 from modomo.models.device import empty_cache, is_oom
@@ -195,6 +195,8 @@ class DetectionPipeline:
                 try:
                     results.append(self._finish(image, item))
                 except Exception as exc:  # one scene's bad output must not fail the batch
+                    if is_interrupt(exc):
+                        raise
                     results.append(exc)
         return results
 

@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from modomo.artifacts import artifact_store
+from modomo.batching import never_isolate
 from modomo.config import get_settings
 from modomo.db.models import ItemStatus, JobScene, SceneStatus
 from modomo.db.session import session_scope
@@ -32,6 +34,10 @@ __all__ = [
     "pending_scenes",
     "stop_at_soft_limit",
 ]
+
+# A soft time limit that strikes inside a batched model call stops the batch (each task's
+# handler re-sends what is left) instead of failing the images it happened to interrupt.
+never_isolate(SoftTimeLimitExceeded)
 
 # Database outages are retried with backoff; the ledger makes a re-run of the batch exact.
 RETRY: dict[str, Any] = {
