@@ -32,6 +32,7 @@ __all__ = [
     "load_scene_image",
     "load_scene_images",
     "pending_scenes",
+    "same_priority",
     "stop_at_soft_limit",
 ]
 
@@ -133,8 +134,15 @@ def stop_at_soft_limit(
     reporter.flush(force=True)
     rest = pending_scenes(job_id, list(scene_ids), exclude={str(s) for s in uncounted})
     if rest:
-        task.apply_async(args=(job_id, rest), kwargs=task_kwargs)
+        task.apply_async(args=(job_id, rest), kwargs=task_kwargs, **same_priority(task))
     return len(set(rest) & earlier)
+
+
+def same_priority(task: Task) -> dict[str, int]:
+    """``{"priority": p}`` of the message this task is running (its job's priority), for a
+    task it sends to go on with the same work; empty when unknown (the default, normal)."""
+    priority = (getattr(task.request, "delivery_info", None) or {}).get("priority")
+    return {"priority": int(priority)} if priority is not None else {}
 
 
 def job_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:

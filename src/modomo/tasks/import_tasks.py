@@ -32,7 +32,7 @@ from modomo.jobs import (
     update_params,
 )
 from modomo.sources.huggingface import DatasetError, DatasetSlice, chunks, import_rows, open_dataset
-from modomo.tasks.base import RETRY, SourceTask, job_arguments
+from modomo.tasks.base import RETRY, SourceTask, job_arguments, same_priority
 
 __all__ = ["DETECTION_TASK", "import_huggingface_dataset"]
 
@@ -96,6 +96,7 @@ class _Detection:
                 "detection",
                 {"stages": None, "parent": parent_id, "source": "import", **describe},
                 parent_id=uuid.UUID(parent_id),
+                priority=describe_job(parent_id, max_failures=0)["priority"],
             )
             self.job_id = str(child)
             update_params(parent_id, detection_job_id=self.job_id)
@@ -280,7 +281,11 @@ def _continue(task: Task, detection: _Detection | None) -> None:
     open; the new task starts at the cursor saved in the job's params)."""
     if detection is not None:
         detection.flush()
-    task.apply_async(kwargs=dict(task.request.kwargs or {}), args=task.request.args or ())
+    task.apply_async(
+        kwargs=dict(task.request.kwargs or {}),
+        args=task.request.args or (),
+        **same_priority(task),
+    )
 
 
 def _finish(run: _Run, name: str, split: str, detection: _Detection | None) -> None:

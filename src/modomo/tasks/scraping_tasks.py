@@ -19,7 +19,7 @@ from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.jobs import close_source, job_is_active, open_source
 from modomo.sources.houzz import CrawlReport, check_room_types, crawl_galleries
-from modomo.tasks.base import RETRY, SourceTask
+from modomo.tasks.base import RETRY, SourceTask, same_priority
 
 __all__ = ["run_scraping_job"]
 
@@ -79,7 +79,8 @@ def run_scraping_job(
         report = CrawlReport()
     if not report.finished and not report.cancelled:
         run_scraping_job.apply_async(
-            kwargs={"job_id": job_id, "limit": limit, "room_types": room_types}
+            kwargs={"job_id": job_id, "limit": limit, "room_types": room_types},
+            **same_priority(self),
         )
         return {**report.as_dict(), "continued": True}
     message = None
