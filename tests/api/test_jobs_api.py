@@ -148,10 +148,12 @@ def test_retry_sends_only_the_failed_scenes(
     assert "missing" in job["failures"][0]["error"]
 
     store.put_bytes(key, original)
-    answer = user.post(f"/jobs/{job_id}/retry")
+    assert user.post(f"/jobs/{job_id}/retry", json={"priority": "asap"}).status_code == 422
+    answer = user.post(f"/jobs/{job_id}/retry", json={"priority": "urgent"})
     assert answer.status_code == 202
     child = follow(user, answer.json()["job_id"])
     assert child["parent_id"] == job_id
+    assert (job["priority"], child["priority"]) == ("normal", "urgent")
     assert (child["status"], child["total"], child["processed"]) == ("completed", 1, 1)
     assert scene_colors(user, scenes[1]) is not None
 

@@ -34,6 +34,7 @@ __all__ = [
     "JobOptions",
     "Page",
     "ReclassifyRequest",
+    "RetryRequest",
     "ScheduleRequest",
     "ScraperRequest",
 ]
@@ -222,6 +223,12 @@ class ExportRequest(JobOptions):
         if abs(sum(value) - 1) > 1e-6:
             raise ValueError("train, val and test ratios must sum to 1")
         return value
+
+
+class RetryRequest(_Request):
+    """Options of a retry: its priority (default: the original job's)."""
+
+    priority: Literal["urgent", "high", "normal", "low"] | None = None
 
 
 class DetectPendingRequest(JobOptions):

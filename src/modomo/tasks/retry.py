@@ -29,8 +29,11 @@ RETRYABLE: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 """Job type -> (batch task name, its keyword arguments from the job's params)."""
 
 
-def retry_failed_scenes(job_id: uuid.UUID | str) -> tuple[uuid.UUID, list[str]]:
-    """Send a finished job's failed scenes again, as a new job.
+def retry_failed_scenes(
+    job_id: uuid.UUID | str, priority: str | None = None
+) -> tuple[uuid.UUID, list[str]]:
+    """Send a finished job's failed scenes again, as a new job, with ``priority`` (default:
+    the original job's).
 
     Returns:
         The new job's id and the Celery task ids of its batches.
@@ -53,7 +56,10 @@ def retry_failed_scenes(job_id: uuid.UUID | str) -> tuple[uuid.UUID, list[str]]:
     task_name, options = RETRYABLE[job["type"]]
     params = dict(job["params"] or {})
     child = create_job(
-        job["type"], {**params, "retry_of": job["id"]}, parent_id=uuid.UUID(job["id"])
+        job["type"],
+        {**params, "retry_of": job["id"]},
+        parent_id=uuid.UUID(job["id"]),
+        priority=priority or job["priority"],
     )
     task_ids = dispatch_batches(
         child, app.tasks[task_name], scenes, get_settings().batch_size, **options(params)

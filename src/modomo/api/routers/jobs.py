@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from modomo.api.auth import CurrentUser
 from modomo.api.keys import Principal
 from modomo.api.ratelimit import enqueue_limit
-from modomo.api.schemas import PLAIN_TEXT, Accepted, Page
+from modomo.api.schemas import PLAIN_TEXT, Accepted, Page, RetryRequest
 from modomo.celery_app import app as celery_app
 from modomo.db.models import JobStatus
 from modomo.jobs import (
@@ -98,13 +98,18 @@ def cancel(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED)
-def retry(job_id: uuid.UUID, _: Annotated[Principal, Depends(enqueue_limit)]) -> Accepted:
+def retry(
+    job_id: uuid.UUID,
+    _: Annotated[Principal, Depends(enqueue_limit)],
+    body: RetryRequest | None = None,
+) -> Accepted:
     """Send the failed scenes of a finished job again, as a new job (``parent_id`` = this
-    job). 409 when the job is still active, cannot be retried, or has no failed scene."""
+    job), with the original's priority unless ``priority`` is given. 409 when the job is
+    still active, cannot be retried, or has no failed scene."""
     from modomo.tasks.retry import retry_failed_scenes
 
     try:
-        child, task_ids = retry_failed_scenes(job_id)
+        child, task_ids = retry_failed_scenes(job_id, (body or RetryRequest()).priority)
     except JobNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     except JobConflict as exc:
