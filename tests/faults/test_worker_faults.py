@@ -217,11 +217,17 @@ class Stack:
         """The scene ids of the batches waiting in the queue, next to be consumed first."""
         import redis
 
+        from modomo.db.models import Priority
+
         client = redis.Redis.from_url(self.redis.url)
         batches = []
-        for raw in reversed(client.lrange(queue, 0, -1)):
-            body = json.loads(base64.b64decode(json.loads(raw)["body"]))
-            batches.append(list(body[0][1]))
+        # kombu keeps one list per priority step ("queue", "queue\x06\x163", ...), serving
+        # the lowest step first and, within a list, the oldest (rightmost) message first
+        for step in Priority.STEPS:
+            key = queue if step == 0 else f"{queue}\x06\x16{step}"
+            for raw in reversed(client.lrange(key, 0, -1)):
+                body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+                batches.append(list(body[0][1]))
         client.close()
         return batches
 

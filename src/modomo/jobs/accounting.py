@@ -129,7 +129,7 @@ def _add_stage_counts(
     counts. Rows go in stage order, so two writers lock them in the same order.
 
     Raises:
-        NotImplementedError: a database other than PostgreSQL or SQLite.
+        RuntimeError: a database other than PostgreSQL or SQLite.
     """
     if not deltas:
         return
@@ -139,7 +139,7 @@ def _add_stage_counts(
     elif dialect == "sqlite":
         statement = sqlite.insert(JobStage)
     else:
-        raise NotImplementedError(f"stage counts need PostgreSQL or SQLite, not {dialect}")
+        raise RuntimeError(f"stage counts need PostgreSQL or SQLite, not {dialect}")
     rows = [
         {"job_id": job_id, "stage": stage, "processed": n_done, "failed": n_failed}
         for stage, (n_done, n_failed) in sorted(deltas.items())

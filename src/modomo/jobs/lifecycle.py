@@ -47,7 +47,7 @@ __all__ = [
     "create_job",
     "describe_job",
     "dispatch_batches",
-    "expire_job",
+    "expire_jobs",
     "fail_lost_work",
     "failed_scenes",
     "finish_if_done",
@@ -286,19 +286,24 @@ def job_is_active(job_id: uuid.UUID | str) -> bool:
             return False
         status, expires_at = row
         if status == JobStatus.PENDING and expires_at is not None and expires_at <= utcnow():
-            expire_job(session, jid)
+            expire_jobs(session, Job.id == jid)
             return False
     return status in JobStatus.QUEUED
 
 
-def expire_job(session: Session, job_id: uuid.UUID) -> bool:
-    """Mark a job that has not started (scheduled or pending) ``expired``, in the caller's
-    transaction; returns True when it changed (a started or final job is left alone)."""
+def expire_jobs(session: Session, *conditions: Any) -> list[tuple[uuid.UUID, list[str]]]:
+    """Mark the jobs matching ``conditions`` that have not started (scheduled or pending,
+    never running) ``expired``, in the caller's transaction.
+
+    Returns:
+        ``(job id, its Celery task ids)`` of each job expired now (started and final jobs are
+        left alone), so the caller can revoke the tasks.
+    """
     now = utcnow()
-    result = session.execute(
+    rows = session.execute(
         update(Job)
         .where(
-            Job.id == job_id,
+            *conditions,
             Job.status.in_((JobStatus.SCHEDULED, JobStatus.PENDING)),
             Job.started_at.is_(None),
         )
@@ -308,9 +313,9 @@ def expire_job(session: Session, job_id: uuid.UUID) -> bool:
             finished_at=now,
             updated_at=now,
         )
-        .returning(Job.id)
-    )
-    return result.first() is not None
+        .returning(Job.id, Job.celery_task_ids)
+    ).all()
+    return [(job_id, list(task_ids or [])) for job_id, task_ids in rows]
 
 
 def finish_if_done(job_id: uuid.UUID | str) -> JobCounts | None:

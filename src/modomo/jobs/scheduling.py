@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from modomo.db.models import Job, JobStatus, Priority, utcnow
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import set_status
-from modomo.jobs.lifecycle import create_job
+from modomo.jobs.lifecycle import create_job, expire_jobs
 
 __all__ = [
     "JOB_TASKS",
@@ -258,22 +258,8 @@ def expire_due(now: datetime | None = None, celery: Celery | None = None) -> lis
     """
     now = now or utcnow()
     with session_scope() as session:
-        rows = session.execute(
-            update(Job)
-            .where(
-                Job.status.in_((JobStatus.SCHEDULED, JobStatus.PENDING)),
-                Job.started_at.is_(None),
-                Job.expires_at <= now,
-            )
-            .values(
-                status=JobStatus.EXPIRED,
-                message="expired: not started by its expires_at",
-                finished_at=now,
-                updated_at=now,
-            )
-            .returning(Job.id, Job.celery_task_ids)
-        ).all()
-    task_ids = [task_id for _, ids in rows for task_id in ids or []]
+        rows = expire_jobs(session, Job.expires_at <= now)
+    task_ids = [task_id for _, ids in rows for task_id in ids]
     if task_ids:
         try:  # the message also carries Celery's expires; revoking is belt and braces
             _celery(celery).control.revoke(task_ids)
