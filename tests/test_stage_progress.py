@@ -136,6 +136,26 @@ def test_a_single_stage_reporter_counts_its_stage_and_failures_elsewhere() -> No
     assert counts(job_id) == {"colors": {"processed": 1, "failed": 2}}
 
 
+@pytest.mark.parametrize(("stages", "first"), [(None, "detect"), (["depth", "colors"], "depth")])
+def test_a_detection_batch_that_fails_for_good_counts_at_its_first_stage(
+    stages: list[str] | None, first: str
+) -> None:
+    """``BatchTask.on_failure`` (run by Celery when a batch fails for good) counts the
+    batch's pending scenes as failed at the first stage of that batch's own pipeline."""
+    from modomo.tasks.detection_tasks import process_scenes_batch
+
+    job_id, ids = make_job(2)
+    process_scenes_batch.on_failure(
+        RuntimeError("worker lost"),
+        "task-id",
+        (str(job_id), [str(i) for i in ids]),
+        {"stages": stages},
+        None,
+    )
+    assert counts(job_id) == {first: {"processed": 0, "failed": 2}}
+    assert set(failure_stages(job_id).values()) == {first}
+
+
 def test_concurrent_flushes_of_one_job_add_up() -> None:
     job_id, ids = make_job(64)
     errors: list[BaseException] = []

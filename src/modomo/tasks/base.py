@@ -163,6 +163,10 @@ class BatchTask(Task):
 
     stage = "batch"
 
+    def failure_stage(self, kwargs: dict[str, Any]) -> str:
+        """The stage a failed batch's scenes are counted at (the job's first stage)."""
+        return self.stage
+
     def on_failure(
         self,
         exc: BaseException,
@@ -181,7 +185,7 @@ class BatchTask(Task):
                     session,
                     uuid.UUID(str(job_id)),
                     [uuid.UUID(str(s)) for s in scene_ids],
-                    self.stage,
+                    self.failure_stage(kwargs or {}),
                     reason,
                 )
         except Exception:  # the database itself may be what failed; the reaper recovers then

@@ -105,6 +105,13 @@ def _stored_detections(scene_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, sv.Det
 class DetectionBatchTask(BatchTask):
     stage = STAGE
 
+    def failure_stage(self, kwargs: dict[str, Any]) -> str:
+        # the batch's own pipeline may start after detect (e.g. depth only)
+        try:
+            return parse_stages(kwargs.get("stages") or list(STAGES))[0]
+        except ValueError:
+            return self.stage
+
 
 @app.task(bind=True, base=DetectionBatchTask, **RETRY)
 def process_scenes_batch(
