@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,29 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build(tmp_path_factory.mktemp("models"), "tiny")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def ai_worker(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real ``modomo worker --ai --warmup`` on the CPU with the repo's test detector and
+    the tiny random-weight SAM 2.1 / depth models, for one test module; yields its hostname."""
+    import sys
+
+    from tests.fixture_scenes import FIXTURE_WEIGHTS
+    from tests.support import celery_worker
+
+    log = tmp_path_factory.mktemp("ai-worker") / "worker.log"
+    with celery_worker(
+        log_path=log,
+        command=[sys.executable, "-m", "modomo.cli", "worker", "--ai", "--warmup"],
+        MODOMO_DEVICE="cpu",
+        MODOMO_DETECTOR_WEIGHTS=str(FIXTURE_WEIGHTS),
+        MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
+        MODOMO_DEPTH_WEIGHTS=str(tiny_models["depth_anything"]),
+        MODOMO_DEPTH_FALLBACK_WEIGHTS=str(tiny_models["zoedepth"]),
+        MODOMO_AI_BATCH_SIZE="4",
+        MODOMO_DETECTOR_IMAGE_SIZE="256",
+    ) as hostname:
+        yield hostname

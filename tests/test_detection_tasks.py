@@ -5,7 +5,6 @@ Depth Anything checkpoints built from configs."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,32 +19,11 @@ from modomo.db.session import session_scope
 from modomo.jobs import create_job, dispatch_batches
 from modomo.sources import expand_sources, ingest
 from tests.fixture_scenes import CLASS_NAMES, FIXTURE_WEIGHTS, map50, synthetic_scenes
-from tests.support import celery_worker, encode, wait_for_job
+from tests.support import encode, wait_for_job
 
 pytestmark = pytest.mark.services
 
 SEED = 4242
-
-
-@pytest.fixture(scope="module")
-def ai_worker(
-    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    import sys
-
-    log = tmp_path_factory.mktemp("ai-worker") / "worker.log"
-    with celery_worker(
-        log_path=log,
-        command=[sys.executable, "-m", "modomo.cli", "worker", "--ai", "--warmup"],
-        MODOMO_DEVICE="cpu",
-        MODOMO_DETECTOR_WEIGHTS=str(FIXTURE_WEIGHTS),
-        MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
-        MODOMO_DEPTH_WEIGHTS=str(tiny_models["depth_anything"]),
-        MODOMO_DEPTH_FALLBACK_WEIGHTS=str(tiny_models["zoedepth"]),
-        MODOMO_AI_BATCH_SIZE="4",
-        MODOMO_DETECTOR_IMAGE_SIZE="256",
-    ) as hostname:
-        yield hostname
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,11 @@ def test_priorities_are_distinct_redis_priority_steps() -> None:
     from modomo.config import load_settings
 
     assert Priority.MESSAGE == {"urgent": 0, "high": 3, "normal": 6, "low": 9}
+    from typing import get_args
+
+    from modomo.api.schemas import PriorityName
+
+    assert get_args(PriorityName) == Priority.NAMES  # the API accepts exactly these
     config = celery_config(load_settings(redis_url="redis://127.0.0.1:6379/15"))
     assert config["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9]
     assert config["task_default_priority"] == 6

@@ -8,10 +8,9 @@ The attribution tests fake the models in-process: one depth call that raises is 
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,8 +30,8 @@ from modomo.jobs import ProgressReporter, create_job, describe_job, dispatch_bat
 from modomo.jobs.accounting import add_scenes, apply_outcomes, stage_counts
 from modomo.models.device import is_oom
 from modomo.sources import expand_sources, ingest
-from tests.fixture_scenes import FIXTURE_WEIGHTS, synthetic_scenes
-from tests.support import api_server, celery_worker, encode, noise_image, wait_for_job
+from tests.fixture_scenes import synthetic_scenes
+from tests.support import api_server, encode, noise_image, wait_for_job
 
 pytestmark = pytest.mark.services
 
@@ -394,25 +393,6 @@ def test_progress_bar_note_lists_the_stages() -> None:
 
 
 # --- end to end: a real AI worker, the job record and the API --------------------------------
-@pytest.fixture(scope="module")
-def ai_worker(
-    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("ai-worker") / "worker.log"
-    with celery_worker(
-        log_path=log,
-        command=[sys.executable, "-m", "modomo.cli", "worker", "--ai", "--warmup"],
-        MODOMO_DEVICE="cpu",
-        MODOMO_DETECTOR_WEIGHTS=str(FIXTURE_WEIGHTS),
-        MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
-        MODOMO_DEPTH_WEIGHTS=str(tiny_models["depth_anything"]),
-        MODOMO_DEPTH_FALLBACK_WEIGHTS=str(tiny_models["zoedepth"]),
-        MODOMO_AI_BATCH_SIZE="4",
-        MODOMO_DETECTOR_IMAGE_SIZE="256",
-    ) as hostname:
-        yield hostname
-
-
 def test_detection_job_stage_counts_add_up_in_record_and_api(
     ai_worker: str, tmp_path: Path
 ) -> None:

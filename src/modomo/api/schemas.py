@@ -69,6 +69,10 @@ class Accepted(BaseModel):
 _MAX_DELAY_S = MAX_DELAY.total_seconds()
 
 
+PriorityName = Literal["urgent", "high", "normal", "low"]
+"""A job priority (:class:`modomo.db.models.Priority`)."""
+
+
 class JobOptions(_Request):
     """How urgent a job is and when it may run; every job-creating request takes these.
 
@@ -82,7 +86,7 @@ class JobOptions(_Request):
         {"priority", "run_at", "countdown", "expires_at", "expires"}
     )
 
-    priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    priority: PriorityName = "normal"
     run_at: AwareDatetime | None = Field(
         default=None, description="When to start (UTC or with offset)."
     )
@@ -228,7 +232,7 @@ class ExportRequest(JobOptions):
 class RetryRequest(_Request):
     """Options of a retry: its priority (default: the original job's)."""
 
-    priority: Literal["urgent", "high", "normal", "low"] | None = None
+    priority: PriorityName | None = None
 
 
 class DetectPendingRequest(JobOptions):
@@ -267,7 +271,7 @@ class ScheduleRequest(_Request):
     params: dict[str, Any] = Field(
         default_factory=dict, description="The job's request fields (as POSTed for that job)."
     )
-    priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    priority: PriorityName = "normal"
     enabled: bool = True
 
     @model_validator(mode="after")
