@@ -1,16 +1,18 @@
 # Quick start: `make demo` and `make test`. Both work on a fresh Debian machine with only
-# Python 3.11+ and make: uv is installed with pip when missing, then the locked environment
-# is synced.
+# Python 3.11+ and make: uv is installed with pip at the pinned version when missing (or at
+# another version), then the locked environment is synced.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV := $(shell command -v uv 2>/dev/null)
-ifeq ($(UV),)
+# The one pin of the tooling a fresh machine installs; the Dockerfile copies the same uv
+# (tests/test_packaging.py keeps the two equal). A uv found on PATH is not used: another
+# version resolves and exports differently.
+UV_VERSION := 0.13.8
 UV := $(HOME)/.local/bin/uv
-endif
 RUN := $(UV) run --frozen
+export UV
 
-.PHONY: help setup demo test test-fast lint typecheck requirements bench services
+.PHONY: tools help setup demo test test-fast lint typecheck requirements bench services
 
 help:
 	@echo "make demo          set up and run the main job on the sample photos of scikit-image/scikit-learn"
@@ -19,15 +21,20 @@ help:
 	@echo "make bench         run the benchmarks in bench/"
 	@echo "make lint          ruff + mypy"
 
-$(HOME)/.local/bin/uv:
-	python3 -m pip install --user --quiet uv 2>/dev/null \
-	  || python3 -m pip install --user --quiet --break-system-packages uv
+# uv, (re)installed whenever the one in ~/.local/bin is missing or not the pinned version.
+tools:
+	@if [[ "$$($(UV) --version 2>/dev/null | cut -d' ' -f2)" != "$(UV_VERSION)" ]]; then \
+	  echo "installing uv $(UV_VERSION) into $(UV)"; \
+	  python3 -m pip install --user --quiet --force-reinstall "uv==$(UV_VERSION)" 2>/dev/null \
+	    || python3 -m pip install --user --quiet --force-reinstall --break-system-packages \
+	         "uv==$(UV_VERSION)"; \
+	fi
 
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml uv.lock | tools
 	$(UV) sync --locked --all-extras
 	@touch $@
 
-setup: .venv/.synced
+setup: tools .venv/.synced
 
 demo: setup
 	$(RUN) modomo process --pipeline auto $$($(RUN) python scripts/demo_sources.py)
