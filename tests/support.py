@@ -69,42 +69,39 @@ def celery_worker(
     pool: str = "prefork",
     log_path: Path | None = None,
     command: list[str] | None = None,
+    include: str | None = None,
     **env: str,
 ) -> Iterator[str]:
     """Run a real ``celery worker`` subprocess until the block ends; yields its hostname.
 
     ``command`` replaces the ``celery worker`` command line (``-n HOSTNAME`` is appended),
-    e.g. ``modomo worker --ai``. Waits until the worker answers a broadcast ping; stops it
-    with SIGTERM (SIGKILL after 20 s).
+    e.g. ``modomo worker --ai`` (a prefork worker of one child); ``include`` adds a task
+    module (``-I``). Waits until the worker answers a broadcast ping and, for a prefork pool,
+    until every child has logged that it is ready (its queues' libraries imported): on a
+    loaded machine that can take a minute, and a test's clock must not run meanwhile. Stops
+    it with SIGTERM (SIGKILL after 20 s).
     """
+    import tempfile
+
     from modomo.celery_app import app
 
     hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
-    argv = (
-        [*command, "-n", hostname]
-        if command
-        else [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "modomo.celery_app",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            str(concurrency),
-            "--pool",
-            pool,
-            "-n",
-            hostname,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
+    scratch = None
+    if log_path is None:
+        scratch = tempfile.TemporaryDirectory(prefix="modomo-worker-")
+        log_path = Path(scratch.name) / "worker.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    if command:
+        argv = [*command, "-n", hostname]
+        children = 0 if "--pool" in command else 1
+    else:
+        argv = [
+            *(sys.executable, "-m", "celery", "-A", "modomo.celery_app", "worker"),
+            *("-Q", queues, "-c", str(concurrency), "--pool", pool, "-n", hostname),
+            *("--without-mingle", "--without-gossip", "-l", "INFO"),
+            *(("-I", include) if include else ()),
         ]
-    )
+        children = concurrency if pool == "prefork" else 0
     process = subprocess.Popen(
         argv,
         cwd=REPO,
@@ -113,16 +110,26 @@ def celery_worker(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not app.control.ping(destination=[hostname], timeout=0.5):
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {hostname} did not answer a ping in 60 s")
+                raise RuntimeError(f"worker {hostname} did not answer a ping in 120 s")
+        # a child's imports take seconds to a minute (torch, transformers): wait while it lives
+        deadline = time.monotonic() + 300
+        while log_path.read_text(errors="replace").count(" ready: preloaded ") < children:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {hostname}'s children not ready in 300 s: {log_path}")
+            time.sleep(0.2)
         yield hostname
     finally:
         stop(process)
         log.close()
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -136,17 +143,31 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for_job(job_id: uuid.UUID | str, timeout_s: float = 120) -> dict:
-    """Poll the job record until it is final; returns ``describe_job``'s view."""
+    """Poll the job record until it is final; returns ``describe_job``'s view.
+
+    ``timeout_s`` bounds the time without progress, not the whole wait: every change of the
+    job's status or counts restarts it, so a slow but moving job on a loaded machine is
+    waited for, and a stuck one fails after ``timeout_s``.
+
+    Raises:
+        TimeoutError: the job did not move for ``timeout_s`` seconds.
+    """
     from modomo.db.models import JobStatus
     from modomo.jobs import describe_job
 
-    deadline = time.monotonic() + timeout_s
+    seen: tuple[object, ...] = ()
+    moved_at = time.monotonic()
     while True:
         job = describe_job(job_id)
         if job["status"] in JobStatus.FINAL:
             return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s: {job}")
+        progress = tuple(
+            str(job.get(key)) for key in ("status", "total", "processed", "failed", "stages")
+        )
+        if progress != seen:
+            seen, moved_at = progress, time.monotonic()
+        elif time.monotonic() - moved_at > timeout_s:
+            raise TimeoutError(f"job {job_id} no progress in {timeout_s} s: {job}")
         time.sleep(0.1)
 
 

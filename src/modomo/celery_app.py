@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import before_task_publish, worker_process_init
+from celery.signals import before_task_publish
 from kombu import Queue
 
 from modomo.config import Settings, get_settings
@@ -235,12 +235,8 @@ def make_celery(settings: Settings | None = None, *, set_as_current: bool = True
 app = make_celery()
 
 
-@worker_process_init.connect
-def _fresh_connections_after_fork(**_: Any) -> None:
-    # A forked child must not reuse the parent's pooled database connections.
-    from modomo.db.session import dispose_engines
-
-    dispose_engines()
+# the worker child's life (imports, retirement, the parent watchdog): its own signals
+from modomo.tasks import child as _child  # noqa: E402, F401
 
 
 @before_task_publish.connect

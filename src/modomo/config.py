@@ -385,6 +385,14 @@ class Settings(BaseSettings):
         validation_alias=_env("ai_warmup"),
         description="AI workers load their models when a child starts, before the first task.",
     )
+    worker_preload: bool = Field(
+        default=True,
+        validation_alias=_env("worker_preload"),
+        description=(
+            "Worker children import the heavy libraries of their queues (torch, transformers,"
+            " ultralytics, datasets) when they start, outside any task's time limit."
+        ),
+    )
     worker_proc_alive_timeout: PositiveFloat = Field(
         default=300.0,
         validation_alias=_env("worker_proc_alive_timeout"),

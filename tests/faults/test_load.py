@@ -34,6 +34,7 @@ JOBS = 1000
 THREADS = 32
 RESULT_EXPIRES_S = 20
 FINAL = ("completed", "failed", "cancelled")
+STALL_S = 90  # seconds without a job ending or a result appearing before the test fails
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -142,18 +143,20 @@ def test_a_burst_of_1000_jobs(tmp_path: Path) -> None:
         assert len(tasks) == JOBS
 
         # follow: the jobs' states from the database, the start tasks' states from the result
-        # backend as soon as each job is final (before its result expires)
+        # backend as soon as each is stored (a result expires RESULT_EXPIRES_S after it is
+        # stored, and on a loaded machine a job can end later than that). No fixed deadline:
+        # the test fails when neither count has moved for STALL_S.
         task_states: dict[str, str] = {}
         peak_memory = baseline_memory
         final_at: float | None = None
-        deadline = time.monotonic() + 150
+        progress, moved_at = (0, 0), time.monotonic()
         while True:
             with engine.connect() as connection:
                 rows = connection.execute(
                     text("SELECT id::text, status FROM jobs WHERE type = 'colors'")
                 ).all()
             final = {row.id for row in rows if row.status in FINAL}
-            unseen = [job for job in final if job in tasks and task_states.get(job) != "SUCCESS"]
+            unseen = [job for job in tasks if task_states.get(job) != "SUCCESS"]
             if unseen:
                 metas = client.mget([f"celery-task-meta-{tasks[job]}" for job in unseen])
                 for job, meta in zip(unseen, metas, strict=True):
@@ -162,14 +165,14 @@ def test_a_burst_of_1000_jobs(tmp_path: Path) -> None:
             peak_memory = max(peak_memory, int(client.info("memory")["used_memory"]))
             if len(final) == JOBS + 1 and final_at is None:
                 final_at = time.monotonic()
-            if (
-                final_at is not None
-                and len(task_states) == JOBS
-                and all(state == "SUCCESS" for state in task_states.values())
-            ):
+            succeeded = sum(state == "SUCCESS" for state in task_states.values())
+            if final_at is not None and succeeded == JOBS:
                 break
-            assert time.monotonic() < deadline, (
-                f"{len(final)} of {JOBS + 1} jobs final, {len(task_states)} results seen"
+            if (len(final), succeeded) != progress:
+                progress, moved_at = (len(final), succeeded), time.monotonic()
+            assert time.monotonic() - moved_at < STALL_S, (
+                f"no progress for {STALL_S} s: {len(final)} of {JOBS + 1} jobs final, "
+                f"{succeeded} start tasks succeeded, {len(task_states)} results seen"
             )
             time.sleep(0.25)
         assert final_at is not None

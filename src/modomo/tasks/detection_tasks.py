@@ -23,7 +23,7 @@ import numpy as np
 import supervision as sv
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import worker_process_init
 from sqlalchemy import select
 
 from modomo.analysis.masks import xywh_to_xyxy
@@ -315,21 +315,12 @@ def reprocess_scene_objects(
     )
 
 
-_consumes_ai_queues = False
-
-
-@celeryd_after_setup.connect
-def _note_queues(sender: str, instance: Any, **_: Any) -> None:
-    # In the worker's parent, before the fork: only AI workers warm their models up.
-    global _consumes_ai_queues
-    consumed = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
-    _consumes_ai_queues = bool(consumed & set(AI_QUEUES))
-
-
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
     # In the worker child, after the fork: load the models before the first task when asked.
-    if _consumes_ai_queues and get_settings().ai_warmup:
+    from modomo.tasks.child import consumes
+
+    if consumes(AI_QUEUES) and get_settings().ai_warmup:
         from modomo.models.registry import registry
 
         try:
