@@ -72,6 +72,41 @@ def test_reaper_recovers_a_job_whose_worker_was_killed(tmp_path: Path) -> None:
     assert colours == 12
 
 
+def test_reaper_resends_a_start_task_purged_from_the_queue(tmp_path: Path) -> None:
+    """`celery -A celery_app purge -f` (the original guide's troubleshooting step) drops a
+    job's start task: the reaper sends it again, and the job runs; past the reap limit it
+    fails with the reason instead of staying pending."""
+    from modomo.jobs.scheduling import JOB_TASKS, submit_job
+
+    make_large_scenes(tmp_path, 2, (60, 80))
+    purged = [submit_job("colors", JOB_TASKS["colors"], {"limit": 2}).job_id for _ in range(2)]
+    purge = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "celery_app", "purge", "-f"],
+        cwd=REPO,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert purge.returncode == 0 and "Purged 2 messages" in purge.stdout, purge
+    time.sleep(1.1)
+    handled = maintenance.reap_stale_jobs(stale_after_s=1, max_reaps=1)
+    for job_id in purged:
+        assert {"job_id": str(job_id), "action": "resent", "scenes": 0} in handled
+    with celery_worker(queues="celery,color_processing"):
+        first = wait_for_job(purged[0], timeout_s=120)
+    assert first["status"] == "completed" and first["params"]["reaped"] == 1
+    # reaped once already and still pending (the purge again): failed with the reason
+    lost = submit_job("colors", JOB_TASKS["colors"], {"limit": 2}).job_id
+    subprocess.run(purge.args, cwd=REPO, env=worker_env(), capture_output=True, timeout=60)
+    time.sleep(1.1)
+    handled = maintenance.reap_stale_jobs(stale_after_s=1, max_reaps=0)
+    assert {"job_id": str(lost), "action": "failed", "scenes": 0} in handled
+    job = describe_job(lost)
+    assert job["status"] == "failed"
+    assert "it never started: its start task was lost" in job["error"]
+
+
 def test_reaper_fails_what_it_cannot_resend() -> None:
     crawl = create_job("scrape", {"test": "reaper"})
     open_source(crawl)  # a crawl whose worker vanished while it held the job open
@@ -140,6 +175,37 @@ def test_rediss_urls_verify_certificates(tmp_path: Path) -> None:
         load_settings(data_dir=tmp_path, redis_url="rediss://redis.example/0?ssl_cert_reqs=none")
     )
     assert "broker_use_ssl" not in explicit
+
+
+def test_celery_beat_keeps_its_schedule_in_the_data_dir(tmp_path: Path) -> None:
+    """`celery -A celery_app beat`, as the original guide runs it, writes nothing into the
+    working directory: its schedule file is DATA_DIR/celerybeat-schedule."""
+    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
+    cwd.mkdir()
+    env = worker_env(MODOMO_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    log = tmp_path / "beat.log"
+    with log.open("wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "-l", "INFO"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not list(data_dir.glob("celerybeat-schedule*")):
+                assert beat.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        finally:
+            beat.terminate()
+            beat.wait(20)
+    assert list(cwd.iterdir()) == []
+    assert str(data_dir / "celerybeat-schedule") in log.read_text()
+    from modomo.queues import purge_queue
+
+    purge_queue(app, "maintenance")  # what it sent: nobody consumes them in this test
 
 
 def test_modomo_beat_sends_the_scheduled_tasks(tmp_path: Path) -> None:

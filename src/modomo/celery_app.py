@@ -182,6 +182,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": beat_schedule(settings),
+        # `celery -A celery_app beat` would write celerybeat-schedule.* into the working
+        # directory (the repository root): keep it with the rest of Modomo's data
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         # per-queue task rate limits (MODOMO_QUEUE_RATE_LIMITS), per worker
         "task_annotations": (
             [QueueRateLimits(settings.queue_rate_limits)] if settings.queue_rate_limits else None
@@ -225,8 +228,11 @@ def make_celery(settings: Settings | None = None, *, set_as_current: bool = True
         set_as_current: make it Celery's current app (False for a second, side app).
     """
     settings = settings or get_settings()
-    if settings.embedded:
+    try:  # the embedded broker and beat's schedule file live there
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if settings.embedded:
+            raise
     celery = Celery("modomo", include=list(TASK_MODULES), set_as_current=set_as_current)
     celery.conf.update(celery_config(settings))
     return celery

@@ -2,11 +2,13 @@
 the daily artifact cleanup and the health check. No Celery in here: the tasks are thin.
 
 The reaper is part of the job accounting this product is about: a job whose worker vanished
-(killed, its machine gone) would otherwise stay ``running`` forever. A job with no progress for
+(killed, its machine gone) or whose messages were lost (``celery purge``, a broker that lost
+its data) would otherwise stay ``pending`` or ``running`` forever. A job with no progress for
 ``MODOMO_STALE_JOB_TIMEOUT`` seconds gets its unfinished scenes sent again (the ledger counts
-each scene once, so a batch that was only slow is not counted twice), up to
-``MODOMO_STALE_JOB_MAX_REAPS`` times; after that, or for a job whose work cannot be re-sent
-scene by scene, its unfinished scenes fail with the reason and the job ends.
+each scene once, so a batch that was only slow is not counted twice) or, when it never
+started (no scenes yet), its start task sent again (a start task finding its job no longer
+active does nothing), up to ``MODOMO_STALE_JOB_MAX_REAPS`` times; after that, or for a job
+whose work cannot be re-sent, its unfinished scenes fail with the reason and the job ends.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from modomo.artifacts import artifact_store
 from modomo.config import get_settings
 from modomo.db.models import ItemStatus, Job, JobScene, JobStatus, Scene, utcnow
 from modomo.db.session import session_scope
-from modomo.jobs import dispatch_batches, fail_lost_work, update_params
-from modomo.jobs.accounting import set_status
+from modomo.jobs import abandon_job, dispatch_batches, update_params
 
 __all__ = ["cleanup_artifacts", "health_check", "reap_stale_jobs"]
 
@@ -87,30 +88,40 @@ def reap_stale_jobs(
         pending = _pending(job.id)
         params = dict(job.params or {})
         reaped = int(params.get(REAPED, 0))
-        if pending and job.type in RETRYABLE and reaped < limit:
-            task_name, options = RETRYABLE[job.type]
+        never_started = job.total == 0 and job.status == JobStatus.PENDING
+        resend_start = never_started and bool(job.start_task)
+        if reaped < limit and (resend_start or (pending and job.type in RETRYABLE)):
             update_params(job.id, **{REAPED: reaped + 1})
-            dispatch_batches(
-                job.id, app.tasks[task_name], pending, settings.batch_size, **options(params)
-            )
+            if resend_start:
+                from modomo.jobs.scheduling import send_start_task
+
+                send_start_task(app, job.id, job.start_task or {}, job.priority, job.expires_at)
+                what = "its start task (lost before any worker took it)"
+            else:
+                task_name, options = RETRYABLE[job.type]
+                dispatch_batches(
+                    job.id, app.tasks[task_name], pending, settings.batch_size, **options(params)
+                )
+                what = f"its {len(pending)} unfinished scenes"
             log.warning(
-                "job %s made no progress for %.0f s: re-sent its %d unfinished scenes (%d/%d)",
-                job.id,
-                stale,
-                len(pending),
-                reaped + 1,
-                limit,
+                "job %s made no progress for %.0f s: re-sent %s (%d/%d)",
+                *(job.id, stale, what, reaped + 1, limit),
             )
             handled.append({"job_id": str(job.id), "action": "resent", "scenes": len(pending)})
             continue
-        why = (
-            f"no progress for {stale:.0f} s (its worker is gone)"
-            + (f"; re-sent {reaped} times already" if reaped else "")
-            + ("" if job.type in RETRYABLE else f"; {job.type} jobs are not re-sent scene by scene")
+        cause = (
+            "it never started: its start task was lost" if never_started else "its worker is gone"
         )
-        fail_lost_work(job.id, pending, stage="reaper", reason=why)
-        with session_scope() as session:  # a source job (crawl, import) still open ends too
-            set_status(session, job.id, JobStatus.FAILED, message=why, error=why)
+        why = (
+            f"no progress for {stale:.0f} s ({cause})"
+            + (f"; re-sent {reaped} times already" if reaped else "")
+            + (
+                ""
+                if job.type in RETRYABLE or resend_start
+                else f"; {job.type} jobs are not re-sent scene by scene"
+            )
+        )
+        abandon_job(job.id, stage="reaper", reason=why)
         log.warning("job %s failed by the reaper: %s", job.id, why)
         handled.append({"job_id": str(job.id), "action": "failed", "scenes": len(pending)})
     return handled

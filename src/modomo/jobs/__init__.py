@@ -4,6 +4,7 @@ from modomo.jobs.accounting import JobCounts
 from modomo.jobs.lifecycle import (
     JobConflict,
     JobNotFound,
+    abandon_job,
     cancel_job,
     close_source,
     count_jobs,
@@ -27,6 +28,7 @@ __all__ = [
     "JobCounts",
     "JobNotFound",
     "ProgressReporter",
+    "abandon_job",
     "cancel_job",
     "close_source",
     "count_jobs",

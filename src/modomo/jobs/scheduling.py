@@ -38,6 +38,7 @@ __all__ = [
     "TaskMissing",
     "TickReport",
     "Timing",
+    "send_start_task",
     "submit_job",
     "tick",
 ]
@@ -209,7 +210,7 @@ def submit_job(
     if timing.run_at is not None:
         return Submitted(job_id, task_id, JobStatus.SCHEDULED)
     try:
-        _send(app, job_id, start, timing.priority, timing.expires_at)
+        send_start_task(app, job_id, start, timing.priority, timing.expires_at)
     except Exception as exc:
         reason = f"could not enqueue the job: broker unavailable ({type(exc).__name__}: {exc})"
         log.error("job %s: %s", job_id, reason)
@@ -219,7 +220,7 @@ def submit_job(
     return Submitted(job_id, task_id, JobStatus.PENDING)
 
 
-def _send(
+def send_start_task(
     celery: Celery,
     job_id: uuid.UUID,
     start: dict[str, Any],
@@ -304,7 +305,7 @@ def send_due(
             continue  # another tick took it, or it was cancelled
         start, priority, expires_at = claimed
         try:
-            _send(app, job_id, start or {}, priority, expires_at)
+            send_start_task(app, job_id, start or {}, priority, expires_at)
         except Exception as exc:
             log.warning("job %s: start task not sent (%s); retried next tick", job_id, exc)
             with session_scope() as session:
