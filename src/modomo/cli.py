@@ -199,42 +199,56 @@ def process(
     console.print(f"job [bold]{job_id}[/] ({kinds[0]}): {len(inputs)} inputs")
     size = batch_size or settings.batch_size
     jobs: list[Any] = []
+    # jobs whose work ends with this command: until their batches are queued, or all of them
+    # with the embedded worker, which lives in this process
+    ours = [job_id]
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
-    with worker:
-        with progress_bar() as progress:
-            bar = progress.add_task("ingest", total=len(inputs), note="")
-            report = ingest(job_id, inputs, lambda done, _: progress.update(bar, completed=done))
-        note = f"{len(report.scene_ids)} scenes"
-        if report.duplicates:
-            note += f" ({report.duplicates} already known or repeated)"
-        console.print(f"ingested {note}, {len(report.failed)} failed at ingest")
-        for position, kind in enumerate(kinds):
-            if position:
-                job_id = create_job(
-                    kind, {"stages": [kind]}, parent_id=jobs[0].id, priority=timing.priority
+    try:
+        with worker:
+            with progress_bar() as progress:
+                bar = progress.add_task("ingest", total=len(inputs), note="")
+                report = ingest(
+                    job_id, inputs, lambda done, _: progress.update(bar, completed=done)
                 )
-                console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
-            if kind == "dedup":
-                from modomo.db.models import Priority
+            note = f"{len(report.scene_ids)} scenes"
+            if report.duplicates:
+                note += f" ({report.duplicates} already known or repeated)"
+            console.print(f"ingested {note}, {len(report.failed)} failed at ingest")
+            if report.failed:
+                console.print(f"[red]error:[/] {_ingest_failures(report.failed)}")
+            for position, kind in enumerate(kinds):
+                if position:
+                    job_id = create_job(
+                        kind, {"stages": [kind]}, parent_id=jobs[0].id, priority=timing.priority
+                    )
+                    ours.append(job_id)
+                    console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
+                if kind == "dedup":
+                    from modomo.db.models import Priority
 
-                run_dedup_job.apply_async(
-                    kwargs={"job_id": str(job_id)}, priority=Priority.MESSAGE[timing.priority]
-                )
-            else:
-                task, options = {
-                    "colors": (process_colors_batch, {}),
-                    "detection": (process_scenes_batch, {"stages": list(ai)}),
-                    "classify": (classify_scenes_batch, {}),
-                }[kind]
-                dispatch_batches(job_id, task, report.scene_ids, size, **options)
-                if not report.scene_ids:
-                    finish_if_done(job_id)
-            if not wait:
-                console.print(f"submitted; follow with `modomo jobs show {job_id}`")
-                return
-            from modomo.console import follow_job
+                    run_dedup_job.apply_async(
+                        kwargs={"job_id": str(job_id)}, priority=Priority.MESSAGE[timing.priority]
+                    )
+                else:
+                    task, options = {
+                        "colors": (process_colors_batch, {}),
+                        "detection": (process_scenes_batch, {"stages": list(ai)}),
+                        "classify": (classify_scenes_batch, {}),
+                    }[kind]
+                    dispatch_batches(job_id, task, report.scene_ids, size, **options)
+                    if not report.scene_ids:
+                        finish_if_done(job_id)
+                if not settings.embedded:
+                    ours.remove(job_id)  # queued: workers carry it on without this command
+                if not wait:
+                    console.print(f"submitted; follow with `modomo jobs show {job_id}`")
+                    return
+                from modomo.console import follow_job
 
-            jobs.append(follow_job(job_id))
+                jobs.append(follow_job(job_id))
+    except BaseException as exc:
+        _abandon(ours, exc)
+        raise
     _print_summary(jobs[0].id, report.scene_ids[:show], settings)
     if "detection" in kinds:
         _print_objects(report.scene_ids)
@@ -244,6 +258,37 @@ def process(
         _print_groups()
     if any(job.status != "completed" for job in jobs):
         raise typer.Exit(1)
+
+
+def _ingest_failures(failed: list[tuple[Any, str]]) -> str:
+    """One line for the inputs that failed at ingest: how many, and the commonest reason."""
+    from collections import Counter
+
+    reason, times = Counter(reason for _, reason in failed).most_common(1)[0]
+    others = "" if times == len(failed) else f"; {len(failed) - times} for other reasons"
+    return f"{len(failed)} input(s) failed at ingest: {reason} ({times}x){others}"
+
+
+def _abandon(job_ids: list[Any], exc: BaseException) -> None:
+    """End the jobs this command leaves unfinished as it stops on ``exc``: failed, with the
+    reason, never pending (best effort: the database may be what failed)."""
+    from modomo.jobs import abandon_job
+
+    if isinstance(exc, SystemExit | typer.Exit) and not getattr(exc, "code", 1):
+        return
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
+    for job_id in job_ids:
+        try:
+            abandon_job(job_id, stage="ingest", reason=f"modomo process stopped: {why}")
+        except Exception as error:
+            sys.stderr.write(f"modomo: job {job_id} not ended: {_one_line(error)}\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line of text (SQLAlchemy's own message, not its SQL and links)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 FOLLOW_ON = ("classify", "dedup")
@@ -1233,13 +1278,27 @@ def db_current() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: settings errors end with a message, not a traceback."""
+    """Console-script entry point: settings errors, a database that cannot be used and a
+    filesystem that fails (a full disk) end with one line and exit status 2, not a
+    traceback."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
     try:
-        get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         sys.stderr.write(f"modomo: {exc}\n")
         raise SystemExit(2) from None
-    app()
+    try:
+        app()
+    except (DBAPIError, SQLAlchemyError) as exc:
+        url = make_url(settings.database_url)
+        where = url.database if url.get_backend_name() == "sqlite" else _redacted(str(url))
+        sys.stderr.write(f"modomo: cannot use the database {where}: {_one_line(exc)}\n")
+        raise SystemExit(2) from None
+    except OSError as exc:
+        target = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"modomo: {exc.strerror or _one_line(exc)}{target}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Each image is stored under its content sha256, and ``scenes.sha256`` is unique, 
 bytes twice (two paths, or a URL and a file) make one scene. Inputs are read in a small thread
 pool (downloads overlap); database writes stay in the calling thread.
 
-An input that cannot be read, fetched or identified as an image still gets a scene row (status
-``failed``) so that its failure, with the reason, is part of the job record.
+An input that cannot be read, fetched or identified as an image, or whose image cannot be
+stored (a full disk), still gets a scene row (status ``failed``) so that its failure, with the
+reason, is part of the job record.
 """
 
 from __future__ import annotations
@@ -206,8 +207,12 @@ def ingest(
         if read.error is None and read.data is not None and read.info is not None:
             sha256 = hashlib.sha256(read.data).hexdigest()
             key = image_key(sha256, read.info.format)
-            if not store.exists(key):
-                store.put_bytes(key, read.data)
+            try:
+                if not store.exists(key):
+                    store.put_bytes(key, read.data)
+            except OSError as exc:  # a full disk, a read-only or vanished store
+                read = replace(read, error=f"cannot store the image: {_os_reason(exc)}")
+        if read.error is None and read.data is not None and read.info is not None:
             try:
                 with session_scope() as session:
                     scene_id, existed = _scene_for_image(session, read, sha256, key)
@@ -240,6 +245,14 @@ def ingest(
         if failed_ids or done_ids:
             apply_outcomes(session, job_id, done=done_ids, failed=failed_ids, stage=STAGE)
     return report
+
+
+def _os_reason(exc: OSError) -> str:
+    """One line for a failed write: ``No space left on device (ENOSPC)``."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{exc.strerror or exc}" + (f" ({name})" if name else "")
 
 
 def existing_keys(keys: Sequence[str]) -> set[str]:
