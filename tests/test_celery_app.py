@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 
 from modomo.celery_app import QUEUES, TASK_ROUTES, app, celery_config, make_celery
 from modomo.config import load_settings
-from tests.support import REPO, worker_env
+from tests.support import REPO, stop, worker_env
 
 EXPECTED_QUEUE = {
     "modomo.tasks.color_tasks.process_colors_batch": "color_processing",
@@ -91,30 +92,20 @@ def test_sent_tasks_land_in_their_queue_in_redis(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.services
-def test_original_celery_command_starts_a_worker() -> None:
-    """`celery -A celery_app worker` from the repository root, as the original scraper ran it."""
+def test_original_celery_command_starts_a_worker(tmp_path: Path) -> None:
+    """`celery -A celery_app worker` from the repository root, as the original scraper ran it:
+    every queue, its child importing what they all need before it is ready."""
     hostname = f"shim-{uuid.uuid4().hex[:8]}@localhost"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--loglevel=info",
-            "-n",
-            hostname,
-            "-c",
-            "1",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        cwd=REPO,
-        env=worker_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "worker.log"
+    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--loglevel=info"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "-n", hostname, "-c", "1"],
+            cwd=REPO,
+            env=worker_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         replies = []
@@ -123,6 +114,25 @@ def test_original_celery_command_starts_a_worker() -> None:
         assert replies, "the worker started by `celery -A celery_app worker` never answered"
         queues = app.control.inspect(destination=[hostname], timeout=2).active_queues()
         assert {q["name"] for q in queues[hostname]} == set(QUEUES)
+        # a warm shutdown waits for a child still importing: let it finish first
+        deadline = time.monotonic() + 300
+        while " ready: preloaded " not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert all(name in log.read_text() for name in ("torch", "ultralytics", "datasets"))
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
+
+
+def test_workers_run_without_gossip() -> None:
+    """``worker_consumer`` drops Celery's Gossip step for every worker, however started."""
+    from celery.worker.consumer import Consumer
+
+    from modomo.celery_app import NoGossipConsumer
+
+    gossip = "celery.worker.consumer.gossip:Gossip"
+    assert app.conf.worker_consumer == "modomo.celery_app:NoGossipConsumer"
+    assert gossip in Consumer.Blueprint.default_steps
+    assert gossip not in NoGossipConsumer.Blueprint.default_steps
+    steps = NoGossipConsumer.Blueprint.default_steps
+    assert len(steps) == len(Consumer.Blueprint.default_steps) - 1

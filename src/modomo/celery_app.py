@@ -26,12 +26,13 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import before_task_publish
+from celery.worker.consumer import Consumer
 from kombu import Queue
 
 from modomo.config import Settings, get_settings
 from modomo.db.models import Priority
 
-__all__ = ["QUEUES", "TASK_MODULES", "app", "beat_schedule", "make_celery"]
+__all__ = ["QUEUES", "TASK_MODULES", "NoGossipConsumer", "app", "beat_schedule", "make_celery"]
 
 QUEUES: tuple[str, ...] = (
     "celery",
@@ -143,6 +144,30 @@ class QueueRateLimits:
         return {"rate_limit": rate} if rate else None
 
 
+class NoGossipConsumer(Consumer):
+    """The worker's consumer without Celery's Gossip bootstep: ``--without-gossip`` as a
+    setting (``worker_consumer``), so it also holds for ``celery -A celery_app worker`` typed
+    as the original guide has it.
+
+    Modomo uses no gossip (no elections, no worker-to-worker clock sync): revokes, inspect
+    and Flower go through remote control and events, and heartbeats come from the Heart step.
+    And on Celery 5.7.0 Gossip logs ``Error on restarting Gossip: AttributeError("'NoneType'
+    object has no attribute 'connection_errors'")`` after a broker outage: the consumer sets
+    ``self.connection = None`` before restarting its steps (celery PR #10242), and Gossip's
+    ``_close`` calls ``ignore_errors(c.connection, ...)``, which reads
+    ``None.connection_errors`` when closing its channel on the dead connection raises.
+    """
+
+    gossip = None  # the ``election`` control command reads ``consumer.gossip``
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [
+            step
+            for step in Consumer.Blueprint.default_steps
+            if step != "celery.worker.consumer.gossip:Gossip"
+        ]
+
+
 def _is_redis(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://"))
 
@@ -166,6 +191,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_prefetch_multiplier": 1,
+        "worker_consumer": "modomo.celery_app:NoGossipConsumer",
         # A message without a priority would be served first on Redis (0 is the highest
         # there): everything not sent for a job of another priority is "normal".
         "task_default_priority": Priority.MESSAGE[Priority.NORMAL],

@@ -160,6 +160,8 @@ def test_redis_outage_mid_job(stack: Stack, tmp_path: Path) -> None:
     for worker in workers:
         log = logs[worker.hostname]
         assert worker.process.poll() is None, log[-3000:]
+        # Celery 5.7's Gossip step failed its restart here (NoGossipConsumer leaves it out)
+        assert "Error on restarting" not in log, log[-3000:]
         lost = log.find(BROKER_LOST)
         assert lost >= 0, log[-3000:]
         reconnected = log.find(CONNECTED, lost)
