@@ -57,7 +57,7 @@ def test_a_long_import_goes_on_in_a_new_task_before_the_time_limit(
         MODOMO_TASK_TIME_LIMIT="60",
         MODOMO_CRAWL_RATE_PER_HOST="1000",  # the shared per-host limit must not be the bottleneck
     ):
-        run_import(warm)  # the worker child imports datasets once, before the clock matters
+        run_import(warm)  # the child imported datasets at start; this warms the rest
         job_id = str(create_job("import", {"dataset": str(path), "limit": rows}))
         first = import_huggingface_dataset.apply_async(
             kwargs={"job_id": job_id, "dataset": str(path), "limit": rows}
