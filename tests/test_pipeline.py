@@ -24,7 +24,7 @@ pytestmark = pytest.mark.services
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> str:
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with celery_worker(concurrency=2, log_path=log) as hostname:
+    with celery_worker("celery,color_processing", concurrency=2, log_path=log) as hostname:
         yield hostname
 
 
