@@ -259,10 +259,12 @@ def run_and_measure(
         )
         sampler = Sampler(worker.pid, dsn)
         try:
-            deadline = time.monotonic() + 120
-            while not children(worker.pid) or b"ready." not in log_path.read_bytes():
+            # the child imports its queues' libraries first (a minute for an AI child on a
+            # loaded machine): measure from when it is ready
+            deadline = time.monotonic() + 300
+            while not children(worker.pid) or b" ready: preloaded " not in log_path.read_bytes():
                 assert worker.poll() is None, log_path.read_text()[-4000:]
-                assert time.monotonic() < deadline, "worker not ready in 120 s"
+                assert time.monotonic() < deadline, "worker not ready in 300 s"
                 time.sleep(0.1)
             sampler.start()
             start = time.monotonic()
@@ -286,11 +288,17 @@ def run_and_measure(
                 timeout=120,
             )
             assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+            # bounded by progress, not by a guess at the machine's speed: the job fails the
+            # test when no scene has been counted for timeout_s
+            counted, moved_at = -1, time.monotonic()
             while sampler.status not in {"completed", "failed", "cancelled"}:
                 assert worker.poll() is None, log_path.read_text()[-4000:]
-                assert time.monotonic() - start < timeout_s, (
-                    f"{name}: job {sampler.status} after {timeout_s} s, "
-                    f"{sampler.samples[-1].done if sampler.samples else 0} scenes counted"
+                done = sampler.samples[-1].done if sampler.samples else 0
+                if done != counted:
+                    counted, moved_at = done, time.monotonic()
+                assert time.monotonic() - moved_at < timeout_s, (
+                    f"{name}: job {sampler.status}, no scene counted for {timeout_s} s, "
+                    f"{done} scenes counted"
                 )
                 time.sleep(0.2)
             seconds = time.monotonic() - start
@@ -357,6 +365,7 @@ def check(figures: Figures) -> None:
     )
 
 
+@pytest.mark.timeout(1200)  # bounded by progress inside; slow on a loaded machine
 def test_general_worker_memory_is_flat_over_1000_images(
     images: Path, servers: tuple[OwnRedis, OwnPostgres], tmp_path: Path
 ) -> None:
@@ -367,11 +376,12 @@ def test_general_worker_memory_is_flat_over_1000_images(
         images,
         servers,
         tmp_path,
-        timeout_s=200,
+        timeout_s=120,
     )
     check(figures)
 
 
+@pytest.mark.timeout(1200)  # bounded by progress inside; slow on a loaded machine
 def test_ai_worker_memory_is_flat_over_1000_images(
     images: Path,
     servers: tuple[OwnRedis, OwnPostgres],
@@ -387,7 +397,7 @@ def test_ai_worker_memory_is_flat_over_1000_images(
         images,
         servers,
         tmp_path,
-        timeout_s=240,
+        timeout_s=120,
         MODOMO_DEVICE="cpu",
         MODOMO_DETECTOR_WEIGHTS=str(FIXTURE_WEIGHTS),
         MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
