@@ -5,6 +5,7 @@ unreferenced artifacts, the health check, and beat's schedule."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,7 +89,9 @@ def test_reaper_resends_a_start_task_purged_from_the_queue(tmp_path: Path) -> No
         text=True,
         timeout=60,
     )
-    assert purge.returncode == 0 and "Purged 2 messages" in purge.stdout, purge
+    # (and whatever an earlier test left in the shared queues)
+    purged_count = re.search(r"Purged (\d+) messages", purge.stdout)
+    assert purge.returncode == 0 and purged_count and int(purged_count.group(1)) >= 2, purge
     time.sleep(1.1)
     handled = maintenance.reap_stale_jobs(stale_after_s=1, max_reaps=1)
     for job_id in purged:
