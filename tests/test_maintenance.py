@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -180,30 +181,42 @@ def test_rediss_urls_verify_certificates(tmp_path: Path) -> None:
     assert "broker_use_ssl" not in explicit
 
 
-def test_celery_beat_keeps_its_schedule_in_the_data_dir(tmp_path: Path) -> None:
-    """`celery -A celery_app beat`, as the original guide runs it, writes nothing into the
-    working directory: its schedule file is DATA_DIR/celerybeat-schedule."""
-    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
-    cwd.mkdir()
-    env = worker_env(MODOMO_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
-    log = tmp_path / "beat.log"
+def _run_beat(argv: list[str], log: Path, ready: Any, cwd: Path = REPO, **env: str) -> None:
+    """Run beat (``argv`` after ``python -m``) until ``ready()`` holds (60 s at most), then
+    stop it; its output goes to ``log``."""
     with log.open("wb") as out:
         beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "-l", "INFO"],
+            [sys.executable, "-m", *argv],
             cwd=cwd,
-            env=env,
+            env=worker_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 60
-            while not list(data_dir.glob("celerybeat-schedule*")):
+            while not ready():
                 assert beat.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
         finally:
             beat.terminate()
             beat.wait(20)
+
+
+def test_celery_beat_keeps_its_schedule_in_the_data_dir(tmp_path: Path) -> None:
+    """`celery -A celery_app beat`, as the original guide runs it, writes nothing into the
+    working directory: its schedule file is DATA_DIR/celerybeat-schedule."""
+    data_dir, cwd = tmp_path / "data", tmp_path / "cwd"
+    cwd.mkdir()
+    log = tmp_path / "beat.log"
+    _run_beat(
+        ["celery", "-A", "celery_app", "beat", "-l", "INFO"],
+        log,
+        lambda: list(data_dir.glob("celerybeat-schedule*")),
+        cwd=cwd,
+        MODOMO_DATA_DIR=str(data_dir),
+        PYTHONPATH=str(REPO),
+    )
     assert list(cwd.iterdir()) == []
     assert str(data_dir / "celerybeat-schedule") in log.read_text()
     from modomo.queues import purge_queue
@@ -213,24 +226,13 @@ def test_celery_beat_keeps_its_schedule_in_the_data_dir(tmp_path: Path) -> None:
 
 def test_modomo_beat_sends_the_scheduled_tasks(tmp_path: Path) -> None:
     log = tmp_path / "beat.log"
-    env = worker_env(MODOMO_HEALTH_CHECK_INTERVAL="1", MODOMO_REAPER_INTERVAL="1")
-    with log.open("wb") as out:
-        beat = subprocess.Popen(
-            [sys.executable, "-m", "modomo.cli", "beat", "--schedule-file", str(tmp_path / "s")],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while "health-check" not in log.read_text() or "reap-stale-jobs" not in log.read_text():
-                assert beat.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-        finally:
-            beat.terminate()
-            beat.wait(20)
+    _run_beat(
+        ["modomo.cli", "beat", "--schedule-file", str(tmp_path / "s")],
+        log,
+        lambda: "health-check" in log.read_text() and "reap-stale-jobs" in log.read_text(),
+        MODOMO_HEALTH_CHECK_INTERVAL="1",
+        MODOMO_REAPER_INTERVAL="1",
+    )
     from modomo.queues import purge_queue
 
     purge_queue(app, "maintenance")  # nobody consumes them in this test
