@@ -116,20 +116,32 @@ def celery_worker(
                 raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker {hostname} did not answer a ping in 120 s")
-        # a child's imports take seconds to a minute (torch, transformers): wait while it lives
-        deadline = time.monotonic() + 300
-        while log_path.read_text(errors="replace").count(" ready: preloaded ") < children:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {hostname}'s children not ready in 300 s: {log_path}")
-            time.sleep(0.2)
+        wait_for_children(process, log_path, children)
         yield hostname
     finally:
         stop(process)
         log.close()
         if scratch is not None:
             scratch.cleanup()
+
+
+def wait_for_children(
+    process: subprocess.Popen[bytes], log_path: Path, count: int, timeout_s: float = 300
+) -> None:
+    """Wait until ``count`` pool children of the worker ``process`` have logged that they are
+    ready (``worker child PID ready: preloaded …``, after their queues' imports: seconds to a
+    minute for torch and transformers on a loaded machine).
+
+    Raises:
+        RuntimeError: the worker exited, or its children were not ready in ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while log_path.read_text(errors="replace").count(" ready: preloaded ") < count:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}; log: {log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker children not ready in {timeout_s} s; log: {log_path}")
+        time.sleep(0.2)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

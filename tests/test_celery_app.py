@@ -14,7 +14,7 @@ import redis
 
 from modomo.celery_app import QUEUES, TASK_ROUTES, app, celery_config, make_celery
 from modomo.config import load_settings
-from tests.support import REPO, stop, worker_env
+from tests.support import REPO, stop, wait_for_children, worker_env
 
 EXPECTED_QUEUE = {
     "modomo.tasks.color_tasks.process_colors_batch": "color_processing",
@@ -115,10 +115,7 @@ def test_original_celery_command_starts_a_worker(tmp_path: Path) -> None:
         queues = app.control.inspect(destination=[hostname], timeout=2).active_queues()
         assert {q["name"] for q in queues[hostname]} == set(QUEUES)
         # a warm shutdown waits for a child still importing: let it finish first
-        deadline = time.monotonic() + 300
-        while " ready: preloaded " not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_for_children(process, log, 1)
         assert all(name in log.read_text() for name in ("torch", "ultralytics", "datasets"))
     finally:
         stop(process)

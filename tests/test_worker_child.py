@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from modomo.tasks.child import PRELOADS, import_in_progress, preloads_for
-from tests.support import REPO, celery_worker, stop, worker_env
+from tests.support import REPO, celery_worker, stop, wait_for_children, worker_env
 
 pytestmark = pytest.mark.services
 
@@ -56,11 +55,7 @@ def test_children_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     with log.open("wb") as out:
         parent = subprocess.Popen(argv, cwd=REPO, env=worker_env(), stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 300
-        while log.read_text().count(" ready: preloaded ") < 2:
-            assert parent.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "children not ready"
-            time.sleep(0.2)
+        wait_for_children(parent, log, 2)
         children = psutil.Process(parent.pid).children()
         assert len(children) == 2
         os.kill(parent.pid, signal.SIGKILL)

@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
-from tests.support import REPO, encode, noise_image, stop
+from tests.support import REPO, encode, noise_image, stop, wait_for_children
 
 pytestmark = pytest.mark.faults
 
@@ -261,11 +261,7 @@ def run_and_measure(
         try:
             # the child imports its queues' libraries first (a minute for an AI child on a
             # loaded machine): measure from when it is ready
-            deadline = time.monotonic() + 300
-            while not children(worker.pid) or b" ready: preloaded " not in log_path.read_bytes():
-                assert worker.poll() is None, log_path.read_text()[-4000:]
-                assert time.monotonic() < deadline, "worker not ready in 300 s"
-                time.sleep(0.1)
+            wait_for_children(worker, log_path, 1)
             sampler.start()
             start = time.monotonic()
             submitted = subprocess.run(
