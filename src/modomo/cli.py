@@ -274,7 +274,10 @@ def _abandon(job_ids: list[Any], exc: BaseException) -> None:
     reason, never pending (best effort: the database may be what failed)."""
     from modomo.jobs import abandon_job
 
-    if isinstance(exc, SystemExit | typer.Exit) and not getattr(exc, "code", 1):
+    clean = (isinstance(exc, SystemExit) and exc.code in (0, None)) or (
+        isinstance(exc, typer.Exit) and exc.exit_code == 0
+    )
+    if clean:
         return
     why = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
     for job_id in job_ids:

@@ -23,9 +23,9 @@ from sqlalchemy import func, select, text
 
 from modomo.artifacts import artifact_store
 from modomo.config import get_settings
-from modomo.db.models import ItemStatus, Job, JobScene, JobStatus, Scene, utcnow
+from modomo.db.models import Job, JobScene, JobStatus, Scene, utcnow
 from modomo.db.session import session_scope
-from modomo.jobs import abandon_job, dispatch_batches, update_params
+from modomo.jobs import abandon_job, dispatch_batches, pending_scenes, update_params
 
 __all__ = ["cleanup_artifacts", "health_check", "reap_stale_jobs"]
 
@@ -52,17 +52,6 @@ def _stale_jobs(cutoff: datetime) -> list[Job]:
         return list(jobs)
 
 
-def _pending(job_id: uuid.UUID) -> list[uuid.UUID]:
-    with session_scope() as session:
-        return list(
-            session.scalars(
-                select(JobScene.scene_id).where(
-                    JobScene.job_id == job_id, JobScene.status == ItemStatus.PENDING
-                )
-            )
-        )
-
-
 def reap_stale_jobs(
     stale_after_s: float | None = None, max_reaps: int | None = None
 ) -> list[dict[str, Any]]:
@@ -85,7 +74,7 @@ def reap_stale_jobs(
     limit = settings.stale_job_max_reaps if max_reaps is None else max_reaps
     handled = []
     for job in _stale_jobs(utcnow() - timedelta(seconds=stale)):
-        pending = _pending(job.id)
+        pending = pending_scenes(job.id)
         params = dict(job.params or {})
         reaped = int(params.get(REAPED, 0))
         never_started = job.total == 0 and job.status == JobStatus.PENDING

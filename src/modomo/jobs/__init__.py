@@ -18,6 +18,7 @@ from modomo.jobs.lifecycle import (
     job_record,
     list_jobs,
     open_source,
+    pending_scenes,
     set_result,
     update_params,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "job_record",
     "list_jobs",
     "open_source",
+    "pending_scenes",
     "set_result",
     "update_params",
 ]

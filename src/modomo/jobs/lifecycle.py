@@ -346,6 +346,22 @@ def fail_lost_work(
         return counts
 
 
+def pending_scenes(job_id: uuid.UUID | str) -> list[uuid.UUID]:
+    """The scenes of a job not counted yet (its ledger's ``pending`` rows).
+
+    Raises:
+        JobNotFound: ``job_id`` is not a uuid.
+    """
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(JobScene.scene_id).where(
+                    JobScene.job_id == _uuid(job_id), JobScene.status == ItemStatus.PENDING
+                )
+            )
+        )
+
+
 def abandon_job(job_id: uuid.UUID | str, *, stage: str, reason: str) -> None:
     """End an active job whose remaining work will never run: its pending scenes fail with
     ``reason`` (attributed to ``stage``) and the job ends ``failed`` with it. A final job is
@@ -355,15 +371,7 @@ def abandon_job(job_id: uuid.UUID | str, *, stage: str, reason: str) -> None:
         JobNotFound: ``job_id`` is not a uuid.
     """
     jid = _uuid(job_id)
-    with session_scope() as session:
-        pending = list(
-            session.scalars(
-                select(JobScene.scene_id).where(
-                    JobScene.job_id == jid, JobScene.status == ItemStatus.PENDING
-                )
-            )
-        )
-    fail_lost_work(jid, pending, stage=stage, reason=reason)
+    fail_lost_work(jid, pending_scenes(jid), stage=stage, reason=reason)
     with session_scope() as session:  # a job whose scenes all counted may have ended already
         set_status(session, jid, JobStatus.FAILED, message=reason, error=reason)
 
