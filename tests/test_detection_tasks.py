@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from modomo.analysis.depth import decode_depth_png
+from modomo.analysis.depth import decode_depth_png, upsample_depth
 from modomo.analysis.masks import decode_rle, mask_bbox_xyxy, xywh_to_xyxy
 from modomo.artifacts import artifact_store
 from modomo.db.models import DetectedObject, Scene
@@ -94,10 +94,15 @@ def test_detection_job_end_to_end(
                 np.array([o.confidence for o in found]),
             )
         )
-        # the depth map is a 16-bit PNG at the image's size, its model recorded
+        # the depth map is a 16-bit PNG at the model's resolution, the image's size and the
+        # map's recorded beside it; its model recorded
         assert row.depth_model and row.depth_model.endswith("@local")
         depth = decode_depth_png(artifact_store().get_bytes(row.depth_key), row.depth_info)
-        assert depth.shape == (row.height, row.width)
+        info = row.depth_info
+        assert depth.shape == (info["height"], info["width"])
+        assert (info["image_height"], info["image_width"]) == (row.height, row.width)
+        full = upsample_depth(depth, info["image_height"], info["image_width"])
+        assert full.shape == (row.height, row.width)
         assert row.colors is not None
         for obj in found:
             # bbox is [x, y, w, h] in pixels of the stored image

@@ -22,6 +22,7 @@ import supervision as sv
 from sqlalchemy import select
 
 from modomo.analysis.depth import DepthMap
+from modomo.analysis.masks import BoxMask, box_region
 from modomo.db.models import Job, Scene, SceneFailure
 from modomo.db.session import session_scope
 from modomo.images import LoadedImage, load_image
@@ -239,14 +240,15 @@ class FakeModels:
     @staticmethod
     def segment(
         rgbs: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[tuple[list[BoxMask], np.ndarray]]:
         if any(rgb.shape[0] == 1 for rgb in rgbs):
             raise FakeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
         out = []
         for rgb, xyxy in zip(rgbs, boxes, strict=True):
-            masks = np.zeros((len(xyxy), *rgb.shape[:2]), dtype=bool)
-            for i, (x1, y1, x2, y2) in enumerate(xyxy.astype(int)):
-                masks[i, y1:y2, x1:x2] = True
+            height, width = rgb.shape[:2]
+            masks = [
+                BoxMask.filled(box_region(box, height, width), height, width) for box in xyxy
+            ]
             out.append((masks, np.ones(len(xyxy), np.float32)))
         return out
 
@@ -259,6 +261,7 @@ class FakeModels:
                 np.tile(np.linspace(0, 1, rgb.shape[1], dtype=np.float32), (rgb.shape[0], 1)),
                 "relative_inverse_depth",
                 "fake-depth@test",
+                *rgb.shape[:2],
             )
             for rgb in rgbs
         ]
@@ -271,7 +274,7 @@ def loaded(rgb: np.ndarray) -> LoadedImage:
 def test_a_model_failure_names_its_stage_and_keeps_its_type(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import modomo.inference as inference
+    import modomo.inference.scene as scene
 
     white = np.full((48, 64, 3), WHITE, np.uint8)
     batch = [
@@ -295,7 +298,7 @@ def test_a_model_failure_names_its_stage_and_keeps_its_type(
     def palette(*_: object, **__: object) -> Any:
         raise ArithmeticError("k-means diverged")
 
-    monkeypatch.setattr(inference, "extract_palette", palette)
+    monkeypatch.setattr(scene, "extract_palette", palette)
     [result] = DetectionPipeline(models, ("detect", "colors"), batch_size=2).run(
         [loaded(noise_image("c"))]
     )

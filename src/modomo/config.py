@@ -380,6 +380,35 @@ class Settings(BaseSettings):
         validation_alias=_env("ai_batch_size"),
         description="Images per model call (halved on CUDA out-of-memory).",
     )
+    ai_host_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=0,
+        validation_alias=_env("ai_host_threads"),
+        description=(
+            "Host threads per AI worker for decoding and per-scene post-processing while the"
+            " device runs the next batch; 0: the cores the worker may use, minus one."
+        ),
+    )
+    ai_batches_in_flight: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1,
+        validation_alias=_env("ai_batches_in_flight"),
+        description=(
+            "Batches an AI worker decodes ahead of the device, and batches whose host work may"
+            " still run while the next is inferred (bounds its memory)."
+        ),
+    )
+    torch_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        default=0,
+        validation_alias=_env("torch_threads"),
+        description="Torch CPU threads in a worker; 0: the cores the worker may use.",
+    )
+    depth_max_side: Annotated[int, Field(ge=16, le=16384)] = Field(
+        default=1024,
+        validation_alias=_env("depth_max_side"),
+        description=(
+            "Longest side in pixels of a stored depth map (kept at the depth model's output"
+            " resolution below it)."
+        ),
+    )
     ai_warmup: bool = Field(
         default=False,
         validation_alias=_env("ai_warmup"),

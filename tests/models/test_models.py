@@ -65,7 +65,11 @@ def test_full_pipeline_results(tiny_models: dict[str, Path], tmp_path: Path) -> 
     for image, result in zip(batch, results, strict=True):
         height, width = image.rgb.shape[:2]
         assert result.depth_info is not None and result.depth_png is not None
-        assert (result.depth_info["width"], result.depth_info["height"]) == (width, height)
+        info = result.depth_info
+        assert (info["image_width"], info["image_height"]) == (width, height)
+        # the map keeps the model's output resolution and the image's aspect ratio
+        assert max(info["width"], info["height"]) <= max(width, height)
+        assert abs(info["width"] / info["height"] - width / height) < 0.05
         assert result.depth_info["unit"] == "relative_inverse_depth"
         assert result.depth_model == f"{tiny_models['depth_anything']}@local"
         assert result.colors is not None

@@ -1,17 +1,22 @@
 """Monocular depth: Depth Anything V2 (relative), ZoeDepth (metric) as the fallback.
 
 Both are transformers ``AutoModelForDepthEstimation`` models with their own image
-processors and ``post_process_depth_estimation``; maps come back at each image's size.
+processors. A map comes back at the model's output resolution with the image's aspect ratio,
+its longer side capped by ``MODOMO_DEPTH_MAX_SIDE`` (:func:`modomo.analysis.depth.depth_size`),
+resized on the device: the processors' ``post_process_depth_estimation`` would upsample it to
+the full image on the host, 48 MB of float32 per 12-megapixel photo that adds no information.
+ZoeDepth's reflection padding is cut off as its post-processing does, at the map's scale.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from modomo.analysis.depth import DepthMap
+from modomo.analysis.depth import DepthMap, depth_size
 from modomo.models.device import is_oom, torch_dtype
 from modomo.models.weights import Weights
 
@@ -28,9 +33,10 @@ class DepthEstimator:
         device: torch device string.
         half: float16 on CUDA (Depth Anything); ZoeDepth always runs in float32, its
             metric bins head loses precision in float16.
+        max_side: longest side in pixels of a returned map.
     """
 
-    def __init__(self, weights: Weights, device: str, *, half: bool) -> None:
+    def __init__(self, weights: Weights, device: str, *, half: bool, max_side: int = 1024) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation
 
         config = AutoConfig.from_pretrained(str(weights.path))
@@ -39,6 +45,7 @@ class DepthEstimator:
         self.unit = "metres" if metric else "relative_inverse_depth"
         self.weights = weights
         self.device = device
+        self.max_side = max_side
         self.dtype = torch_dtype(device, half and not self.zoe)
         self.processor = AutoImageProcessor.from_pretrained(str(weights.path))
         self.model = AutoModelForDepthEstimation.from_pretrained(
@@ -47,7 +54,8 @@ class DepthEstimator:
         self.model.to(device).eval()
 
     def estimate(self, images: list[np.ndarray]) -> list[DepthMap]:
-        """Depth maps for a batch of (H, W, 3) uint8 RGB images, each at its image's size.
+        """Depth maps for a batch of (H, W, 3) uint8 RGB images, each at the model's output
+        resolution with its image's aspect ratio (see the module docstring).
 
         Images of the same size run as one batch (the processors resize by aspect ratio, so
         differently shaped images cannot share a tensor).
@@ -60,22 +68,30 @@ class DepthEstimator:
         maps: list[DepthMap | None] = [None] * len(images)
         with torch.inference_mode():
             for indices in by_shape.values():
-                group = [images[i] for i in indices]
-                sizes = [(image.shape[0], image.shape[1]) for image in group]
-                inputs = self.processor(images=group, return_tensors="pt")
+                height, width = images[indices[0]].shape[:2]
+                inputs = self.processor(images=[images[i] for i in indices], return_tensors="pt")
                 pixels = inputs["pixel_values"].to(self.device, self.dtype)
-                outputs = self.model(pixel_values=pixels)
-                outputs.predicted_depth = outputs.predicted_depth.float()
-                if self.zoe:
-                    post = self.processor.post_process_depth_estimation(
-                        outputs, source_sizes=sizes, target_sizes=sizes
-                    )
-                else:
-                    post = self.processor.post_process_depth_estimation(outputs, target_sizes=sizes)
-                for i, item in zip(indices, post, strict=True):
-                    values = item["predicted_depth"].float().cpu().numpy().astype(np.float32)
-                    maps[i] = DepthMap(values, self.unit, self.weights.label)
+                predicted = self.model(pixel_values=pixels).predicted_depth.float()
+                for i, depth in zip(indices, predicted, strict=True):
+                    values = self._resize(depth, height, width).cpu().numpy()
+                    maps[i] = DepthMap(values, self.unit, self.weights.label, height, width)
         return [m for m in maps if m is not None]
+
+    def _resize(self, depth: Any, height: int, width: int) -> Any:
+        """One (h, w) model output as a map of the image: padding cut, resized to the
+        stored size (bilinear)."""
+        import torch.nn.functional as F
+
+        if self.zoe and getattr(self.processor, "do_pad", True):
+            # ZoeDepthImageProcessor pads each side by int(sqrt(side / 2) * 3) image pixels
+            # (post_process_depth_estimation's do_remove_padding), here at the map's scale
+            rows, cols = depth.shape
+            pad_h, pad_w = int(np.sqrt(height / 2) * 3), int(np.sqrt(width / 2) * 3)
+            top = round(pad_h * rows / (height + 2 * pad_h))
+            left = round(pad_w * cols / (width + 2 * pad_w))
+            depth = depth[top : rows - top, left : cols - left]
+        size = depth_size(height, width, *depth.shape, self.max_side)
+        return F.interpolate(depth[None, None], size, mode="bilinear", align_corners=False)[0, 0]
 
 
 class FallbackDepth:

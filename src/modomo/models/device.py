@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["empty_cache", "is_oom", "resolve_device", "torch_dtype"]
+__all__ = ["empty_cache", "is_oom", "resolve_device", "set_torch_threads", "torch_dtype"]
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -68,3 +68,27 @@ def empty_cache(device: str) -> None:
         torch.cuda.empty_cache()
     elif device == "mps":
         torch.mps.empty_cache()
+
+
+def set_torch_threads(threads: int = 0) -> int:
+    """Set torch's CPU (intra-op) thread count, whatever an import set it to.
+
+    Args:
+        threads: ``MODOMO_TORCH_THREADS``; 0 for the cores this process may use (its CPU
+            affinity, which a container's cpuset limits).
+
+    Returns:
+        The count set.
+    """
+    import os
+
+    import torch
+
+    if threads <= 0:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS
+            threads = os.cpu_count() or 1
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads

@@ -18,7 +18,7 @@ from modomo.config import Settings, get_settings
 from modomo.models.clip import ClipEncoder
 from modomo.models.depth import DepthEstimator, FallbackDepth
 from modomo.models.detector import YoloDetector
-from modomo.models.device import resolve_device
+from modomo.models.device import resolve_device, set_torch_threads
 from modomo.models.segmenter import Sam2Segmenter
 from modomo.models.weights import resolve
 
@@ -62,6 +62,9 @@ class ModelRegistry:
             if role not in self._models:
                 started = time.perf_counter()
                 self._models[role] = build()
+                # importing a model's library may have changed torch's thread count
+                # (ultralytics sets one thread on small machines): Modomo sets it
+                set_torch_threads(self.settings.torch_threads)
                 self.load_seconds[role] = time.perf_counter() - started
                 log.info("loaded %s on %s in %.1f s", role, self.device, self.load_seconds[role])
             return self._models[role]
@@ -100,7 +103,9 @@ class ModelRegistry:
         s = self.settings
 
         def load(role: str, name: str) -> DepthEstimator:
-            return DepthEstimator(self._weights(role, name), self.device, half=self.half)
+            return DepthEstimator(
+                self._weights(role, name), self.device, half=self.half, max_side=s.depth_max_side
+            )
 
         fallback = (
             (lambda: load("depth_fallback", s.depth_fallback_weights))

@@ -1,10 +1,12 @@
 """Detection tasks (queues ``detection`` and ``ai_processing``): detect → segment → depth →
 colours, on batches of scenes, with the models loaded once per worker process.
 
-Thin: read the batch's scenes, decode their images on a background thread while the models
-run on the previous chunk (:func:`modomo.batching.prefetch`), hand the images to
-:class:`modomo.inference.DetectionPipeline`, store each scene's depth PNG and count its
-outcome, objects and all, through the progress reporter in one transaction. The job's stage
+Thin: read the batch's scenes and run them through :func:`modomo.inference.pipelined`:
+images decoded on the host threads (``MODOMO_AI_HOST_THREADS``) ahead of the device, the
+models of :class:`modomo.inference.DetectionPipeline` on this thread, and each scene finished
+(rows, palettes, its depth PNG stored) on the host threads while the next chunk is on the
+device. Outcomes are counted here, on this thread, once each, objects and all, through the
+progress reporter in one transaction. The job's stage
 counts follow each scene: passed at every stage of the pipeline, or failed at the stage its
 exception names (:func:`modomo.inference.failed_stage`; an image that cannot be decoded fails
 at the first).
@@ -28,15 +30,23 @@ from sqlalchemy import select
 
 from modomo.analysis.masks import xywh_to_xyxy
 from modomo.artifacts import artifact_store
-from modomo.batching import prefetch
 from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.db.models import DetectedObject, Scene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
-from modomo.inference import STAGES, DetectionPipeline, SceneResult, failed_stage, parse_stages
+from modomo.inference import (
+    STAGES,
+    DetectionPipeline,
+    SceneResult,
+    default_host_threads,
+    failed_stage,
+    host_pool,
+    parse_stages,
+    pipelined,
+)
 from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_images, stop_at_soft_limit
+from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image, stop_at_soft_limit
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
 
@@ -159,63 +169,68 @@ def process_scenes_batch(
             keys = {row.id: row.image_key for row in rows}
         given = {} if redetect else _stored_detections(ids)
 
+        def infer(images: list[LoadedImage], chunk: list[uuid.UUID]) -> list[Any]:
+            return pipeline.infer(images, [given.get(sid) for sid in chunk])
+
+        def finish(sid: uuid.UUID, image: LoadedImage, inferred: Any) -> Any:
+            result = pipeline.finish(image, inferred)
+            return result, _scene_values(sid, result)
+
+        settings = get_settings()
         size = pipeline.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-        with closing(prefetch(chunks, partial(load_scene_images, keys))) as loads:
-            for position, (chunk, loaded) in enumerate(loads):
-                if not reporter.active:
-                    break
-                counted: set[uuid.UUID] = set()
-                try:
-                    images = loaded.result()
-                    usable = [
-                        (sid, img)
-                        for sid, img in zip(chunk, images, strict=True)
-                        if isinstance(img, LoadedImage)
-                    ]
-                    for sid, img in zip(chunk, images, strict=True):
-                        if isinstance(img, ImageError):
-                            reporter.failed(sid, str(img), UNUSABLE)
-                        elif isinstance(img, BaseException):
-                            reporter.failed(sid, f"missing input: {img}")
-                        else:
-                            continue
-                        counted.add(sid)
-                        failed += 1
-                    results = pipeline.run(
-                        [img for _, img in usable], [given.get(sid) for sid, _ in usable]
-                    )
-                    for (sid, _), result in zip(usable, results, strict=True):
-                        if isinstance(result, BaseException):
-                            at = failed_stage(result)
-                            log.warning("scene %s failed at %s: %r", sid, at, result)
-                            reporter.failed(
-                                sid,
-                                f"{type(result).__name__}: {result}",
-                                stage=at if at in pipeline.stages else None,
-                            )
-                            counted.add(sid)
-                            failed += 1
-                            continue
-                        reporter.succeeded(sid, _scene_values(sid, result), result.objects)
-                        counted.add(sid)
+        counted: set[uuid.UUID] = set()
+        outcomes = pipelined(
+            # a cancelled job stops taking chunks; those in flight are counted
+            (chunk for chunk in chunks if reporter.active),
+            partial(_load, keys),
+            infer,
+            finish,
+            host_pool(settings.ai_host_threads or default_host_threads()),
+            lookahead=settings.ai_batches_in_flight,
+            finishing=settings.ai_batches_in_flight,
+        )
+        try:
+            with closing(outcomes):
+                for outcome in outcomes:
+                    sid = outcome.item
+                    counted.add(sid)
+                    error = outcome.error
+                    if error is None:
+                        result, values = outcome.result
+                        reporter.succeeded(sid, values, result.objects)
                         done += 1
                         objects += len(result.objects)
-                except SoftTimeLimitExceeded:
-                    uncounted = [sid for sid in chunk if sid not in counted]
-                    failed += len(uncounted)
-                    done -= stop_at_soft_limit(
-                        self,
-                        reporter,
-                        job_id,
-                        scene_ids,
-                        uncounted,
-                        {str(s) for c in chunks[:position] for s in c},
-                        "soft time limit exceeded in the detection chunk",
-                        stages=stages,
-                        redetect=redetect,
+                        continue
+                    failed += 1
+                    if outcome.at_load:
+                        if isinstance(error, ImageError):
+                            reporter.failed(sid, str(error), UNUSABLE)
+                        else:
+                            reporter.failed(sid, f"missing input: {error}")
+                        continue
+                    at = failed_stage(error)
+                    log.warning("scene %s failed at %s: %r", sid, at, error)
+                    reporter.failed(
+                        sid,
+                        f"{type(error).__name__}: {error}",
+                        stage=at if at in pipeline.stages else None,
                     )
-                    break
+        except SoftTimeLimitExceeded:
+            # the scenes in hand: decoded, on the device or being finished, not yet counted
+            in_hand = [sid for sid in ids if sid not in counted]
+            failed += len(in_hand)
+            done -= stop_at_soft_limit(
+                self,
+                reporter,
+                job_id,
+                scene_ids,
+                in_hand,
+                {str(s) for s in counted},
+                "soft time limit exceeded in the detection batch",
+                stages=stages,
+                redetect=redetect,
+            )
     return {
         "done": done,
         "failed": failed,
@@ -223,6 +238,13 @@ def process_scenes_batch(
         "objects": objects,
         "writes": reporter.writes,
     }
+
+
+def _load(keys: dict[uuid.UUID, str | None], scene_id: uuid.UUID) -> LoadedImage:
+    key = keys.get(scene_id)
+    if not key:
+        raise LookupError(f"scene {scene_id} has no stored image")
+    return load_scene_image(key)
 
 
 @app.task(bind=True, **RETRY)

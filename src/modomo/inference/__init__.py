@@ -1,0 +1,35 @@
+"""The AI pipeline: detect → segment → depth → colours on batches of scenes, with the host
+work (decoding, per-scene post-processing, storage) on threads beside the device.
+
+* :mod:`modomo.inference.stages` -- the stages and how a failure names its stage;
+* :mod:`modomo.inference.pipeline` -- :class:`DetectionPipeline`: the models on a batch;
+* :mod:`modomo.inference.scene` -- one scene's outputs turned into rows and palettes;
+* :mod:`modomo.inference.host` -- :func:`pipelined`: decode, infer and finish overlapped on
+  a bounded pool of host threads;
+* :mod:`modomo.inference.clock` -- seconds per stage, for the benchmarks.
+
+Free of Celery and the database: the tasks in :mod:`modomo.tasks.detection_tasks` store and
+count what this returns.
+"""
+
+from modomo.inference.clock import StageClock
+from modomo.inference.host import Outcome, default_host_threads, host_pool, pipelined
+from modomo.inference.pipeline import DetectionPipeline
+from modomo.inference.scene import SAMPLE_PIXELS, Inferred, SceneResult, finish_scene
+from modomo.inference.stages import STAGES, failed_stage, parse_stages
+
+__all__ = [
+    "SAMPLE_PIXELS",
+    "STAGES",
+    "DetectionPipeline",
+    "Inferred",
+    "Outcome",
+    "SceneResult",
+    "StageClock",
+    "default_host_threads",
+    "failed_stage",
+    "finish_scene",
+    "host_pool",
+    "parse_stages",
+    "pipelined",
+]
