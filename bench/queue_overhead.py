@@ -27,31 +27,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from services import drop_services, fresh_services, start_worker
+from services import drop_services, fresh_services, sample_photos, start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-def sample_photos() -> list[np.ndarray]:
-    """The colour photographs shipped with scikit-image and scikit-learn, (H, W, 3) uint8."""
-    import skimage.data
-    import sklearn.datasets
-
-    folders = [
-        Path(skimage.data.__file__).parent,
-        Path(sklearn.datasets.__file__).parent / "images",
-    ]
-    photos = []
-    for folder in folders:
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in {".png", ".jpg"}:
-                continue
-            with Image.open(path) as image:
-                if image.mode not in {"RGB", "RGBA"} or min(image.size) < 256:
-                    continue
-                photos.append(np.asarray(image.convert("RGB")))
-    return photos
 
 
 def make_images(count: int, folder: Path) -> list[Path]:

@@ -11,8 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import redis
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -92,3 +94,24 @@ def start_worker(queues: str) -> tuple[subprocess.Popen[bytes], str]:
         if worker.poll() is not None:
             raise SystemExit("the worker did not start")
     return worker, hostname
+
+
+def sample_photos() -> list[np.ndarray]:
+    """The colour photographs shipped with scikit-image and scikit-learn, (H, W, 3) uint8."""
+    import skimage.data
+    import sklearn.datasets
+
+    folders = [
+        Path(skimage.data.__file__).parent,
+        Path(sklearn.datasets.__file__).parent / "images",
+    ]
+    photos = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in {".png", ".jpg"}:
+                continue
+            with Image.open(path) as image:
+                if image.mode not in {"RGB", "RGBA"} or min(image.size) < 256:
+                    continue
+                photos.append(np.asarray(image.convert("RGB")))
+    return photos

@@ -239,21 +239,19 @@ class FakeModels:
 
     @staticmethod
     def segment(
-        rgbs: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
+        rgbs: Sequence[np.ndarray], boxes: Sequence[np.ndarray], sizes: Sequence[Any]
     ) -> list[tuple[list[BoxMask], np.ndarray]]:
         if any(rgb.shape[0] == 1 for rgb in rgbs):
             raise FakeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
         out = []
         for rgb, xyxy in zip(rgbs, boxes, strict=True):
             height, width = rgb.shape[:2]
-            masks = [
-                BoxMask.filled(box_region(box, height, width), height, width) for box in xyxy
-            ]
+            masks = [BoxMask.filled(box_region(box, height, width), height, width) for box in xyxy]
             out.append((masks, np.ones(len(xyxy), np.float32)))
         return out
 
     @staticmethod
-    def estimate(rgbs: Sequence[np.ndarray]) -> list[DepthMap]:
+    def estimate(rgbs: Sequence[np.ndarray], sizes: Sequence[Any]) -> list[DepthMap]:
         if any(is_white(rgb) for rgb in rgbs):
             raise ValueError("depth model produced NaNs for a white image")
         return [

@@ -105,13 +105,13 @@ def test_cuda_oom_halves_the_batch(
     real = depth.estimate
     sizes: list[int] = []
 
-    def estimate(rgbs: list[np.ndarray]) -> list:
+    def estimate(rgbs: list[np.ndarray], scene_sizes: list[tuple[int, int]]) -> list:
         sizes.append(len(rgbs))
         if len(rgbs) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if rgbs[0].shape[0] == 1:  # the 1-pixel-high image runs out of memory on its own
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return real(rgbs)
+        return real(rgbs, scene_sizes)
 
     monkeypatch.setattr(depth, "estimate", estimate)
     batch = images(4)
@@ -145,7 +145,7 @@ def test_zoedepth_is_the_fallback_when_the_primary_fails_to_run(
     primary = registry.depth().primary
     assert primary is not None
 
-    def broken(_: list[np.ndarray]) -> list:
+    def broken(_: list[np.ndarray], __: object = None) -> list:
         raise RuntimeError("NaN in the decoder")
 
     monkeypatch.setattr(primary, "estimate", broken)

@@ -72,8 +72,8 @@ class BoxMask:
     def __post_init__(self) -> None:
         h, w = self.crop.shape
         if not (
-            0 <= self.x
-            and 0 <= self.y
+            self.x >= 0
+            and self.y >= 0
             and self.x + w <= self.image_width
             and self.y + h <= self.image_height
         ):
@@ -122,7 +122,9 @@ class BoxMask:
             ``(rows, cols)``: (n,) int64 image coordinates. Equal masks and seed give equal
             samples.
         """
-        flat_mask = self.crop.reshape(-1)
+        # column by column when the crop is Fortran-ordered (as pasted): a view either way
+        fortran = self.crop.flags.f_contiguous and not self.crop.flags.c_contiguous
+        flat_mask = (self.crop.T if fortran else self.crop).reshape(-1)
         area = self.area
         if area <= count:
             flat = np.flatnonzero(flat_mask)
@@ -130,7 +132,10 @@ class BoxMask:
             draws = int(np.ceil(count * flat_mask.size / area))
             flat = np.random.default_rng(seed).integers(0, flat_mask.size, draws)
             flat = flat[flat_mask[flat]][:count]
-        rows, cols = np.divmod(flat, self.crop.shape[1])
+        if fortran:
+            cols, rows = np.divmod(flat, self.crop.shape[0])
+        else:
+            rows, cols = np.divmod(flat, self.crop.shape[1])
         return rows + self.y, cols + self.x
 
 
@@ -148,13 +153,28 @@ def encode_box_rle(mask: BoxMask) -> dict[str, Any]:
         ``{"size": [H, W], "counts": str}``.
     """
     height, width = mask.image_height, mask.image_width
-    crop = mask.crop.T.astype(np.int8)  # (w, h): region columns, top to bottom
-    padded = np.zeros((crop.shape[0], crop.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = crop
-    cols, rows = np.nonzero(np.diff(padded, axis=1))  # in column-major order already
-    columns_start = (cols.astype(np.int64) + mask.x) * height + mask.y
-    edges = columns_start + rows  # alternately on, off: image column-major positions
-    # an "off" at the end of a column equals the next column's "on" at its top: drop both
+    rows, cols = mask.crop.shape
+    # the region column by column (a view when the crop is Fortran-ordered, as pasted)
+    flat = mask.crop.T.reshape(-1).view(np.uint8)
+
+    def at(column: np.ndarray, row: np.ndarray | int) -> np.ndarray:
+        return (column.astype(np.int64) + mask.x) * height + mask.y + row
+
+    if flat.size:
+        inside = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # switches between two pixels
+        inside = inside[inside % rows != 0]  # ...of the same column
+        edges = np.sort(
+            np.concatenate(
+                (
+                    at(*np.divmod(inside, rows)),
+                    at(np.flatnonzero(flat[::rows]), 0),  # columns whose first pixel is on
+                    at(np.flatnonzero(flat[rows - 1 :: rows]), rows),  # ...last pixel is on
+                )
+            )
+        )  # alternately on, off
+    else:
+        edges = np.zeros(0, np.int64)
+    # an "off" at the bottom of a column equals an "on" at the top of the next: one run
     keep = np.ones(edges.size, bool)
     joined = np.flatnonzero(edges[1:-1:2] == edges[2::2]) * 2 + 1
     keep[joined] = keep[joined + 1] = False

@@ -14,16 +14,18 @@ count what this returns.
 
 from modomo.inference.clock import StageClock
 from modomo.inference.host import Outcome, default_host_threads, host_pool, pipelined
-from modomo.inference.pipeline import DetectionPipeline
+from modomo.inference.pipeline import INPUT_SIDE, DetectionPipeline, SceneInput
 from modomo.inference.scene import SAMPLE_PIXELS, Inferred, SceneResult, finish_scene
 from modomo.inference.stages import STAGES, failed_stage, parse_stages
 
 __all__ = [
+    "INPUT_SIDE",
     "SAMPLE_PIXELS",
     "STAGES",
     "DetectionPipeline",
     "Inferred",
     "Outcome",
+    "SceneInput",
     "SceneResult",
     "StageClock",
     "default_host_threads",

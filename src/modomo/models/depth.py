@@ -11,7 +11,7 @@ ZoeDepth's reflection padding is cut off as its post-processing does, at the map
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,9 +53,16 @@ class DepthEstimator:
         )
         self.model.to(device).eval()
 
-    def estimate(self, images: list[np.ndarray]) -> list[DepthMap]:
+    def estimate(
+        self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[DepthMap]:
         """Depth maps for a batch of (H, W, 3) uint8 RGB images, each at the model's output
         resolution with its image's aspect ratio (see the module docstring).
+
+        Args:
+            images: the model's inputs (possibly reduced copies of the scenes).
+            sizes: per image, the scene's own ``(height, width)`` in pixels, which the maps
+                describe (default: the images' sizes).
 
         Images of the same size run as one batch (the processors resize by aspect ratio, so
         differently shaped images cannot share a tensor).
@@ -68,11 +75,11 @@ class DepthEstimator:
         maps: list[DepthMap | None] = [None] * len(images)
         with torch.inference_mode():
             for indices in by_shape.values():
-                height, width = images[indices[0]].shape[:2]
                 inputs = self.processor(images=[images[i] for i in indices], return_tensors="pt")
                 pixels = inputs["pixel_values"].to(self.device, self.dtype)
                 predicted = self.model(pixel_values=pixels).predicted_depth.float()
                 for i, depth in zip(indices, predicted, strict=True):
+                    height, width = sizes[i] if sizes is not None else images[i].shape[:2]
                     values = self._resize(depth, height, width).cpu().numpy()
                     maps[i] = DepthMap(values, self.unit, self.weights.label, height, width)
         return [m for m in maps if m is not None]
@@ -130,13 +137,15 @@ class FallbackDepth:
             self.fallback = self._load_fallback()
         return self.fallback
 
-    def estimate(self, images: list[np.ndarray]) -> list[DepthMap]:
+    def estimate(
+        self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[DepthMap]:
         """Depth maps (see :meth:`DepthEstimator.estimate`), from the fallback if need be."""
         if self.primary is not None:
             try:
-                return self.primary.estimate(images)
+                return self.primary.estimate(images, sizes)
             except Exception as exc:
                 if is_oom(exc) or self._load_fallback is None:
                     raise
                 log.warning("primary depth model failed (%s); using the fallback", exc)
-        return self._fallback().estimate(images)
+        return self._fallback().estimate(images, sizes)

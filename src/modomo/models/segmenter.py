@@ -18,6 +18,7 @@ upsampling per box (9 s per 12-megapixel photo with 40 objects on a CPU).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from modomo.analysis.masks import BoxMask, box_region
 from modomo.models.device import torch_dtype
 from modomo.models.weights import Weights
 
-__all__ = ["BOX_MARGIN", "Sam2Segmenter", "bilinear_taps", "paste_in_region"]
+__all__ = ["BOX_MARGIN", "Sam2Segmenter", "bilinear_taps", "paste_in_region", "paste_masks"]
 
 BOXES_PER_CALL = 64
 """Box prompts decoded per mask-decoder call (bounds memory on crowded scenes)."""
@@ -49,7 +50,7 @@ def bilinear_taps(size_in: int, size_out: int, device: Any = "cpu") -> tuple[Any
     import torch
 
     scale = torch.tensor(size_in / size_out, dtype=torch.float32)
-    source = ((torch.arange(size_out, device=device, dtype=torch.float32) + 0.5) * scale - 0.5)
+    source = (torch.arange(size_out, device=device, dtype=torch.float32) + 0.5) * scale - 0.5
     source = source.clamp_min(0)
     lower = source.floor().long().clamp_max(size_in - 1)
     upper = (lower + 1).clamp_max(size_in - 1)
@@ -62,8 +63,14 @@ def paste_in_region(
     cols: tuple[Any, Any, Any],
     region: tuple[int, int, int, int],
     threshold: float = 0.0,
-) -> Any:
+) -> np.ndarray:
     """Upsample one mask's logits over a region of the image and threshold them.
+
+    On an accelerator every pixel of the region is interpolated there and only the booleans
+    are copied to the host. On the CPU the same result is found cell by cell: a pixel's
+    value is a convex combination of the four logits around it, so where all four are above
+    the threshold (or none is) the whole cell of pixels between them is decided at once, and
+    only the pixels of cells on the mask's edge are interpolated.
 
     Args:
         logits: (h, w) float torch tensor, the mask decoder's low-resolution output for the
@@ -74,15 +81,84 @@ def paste_in_region(
         threshold: logit above which a pixel is in the mask (0, as ``post_process_masks``).
 
     Returns:
-        (y2 - y1, x2 - x1) bool torch tensor on the logits' device.
+        (y2 - y1, x2 - x1) bool array in Fortran (column-major) order, COCO RLE's order.
     """
     x1, y1, x2, y2 = region
-    top, bottom, wy = (t[y1:y2] for t in rows)
-    left, right, wx = (t[x1:x2] for t in cols)
-    wy, wx = wy[:, None], wx[None, :]
-    band = logits[top] * (1 - wy) + logits[bottom] * wy  # (region rows, w)
-    values = band[:, left] * (1 - wx) + band[:, right] * wx
-    return values > threshold
+    if logits.device.type != "cpu":
+        top, bottom, wy = (t[y1:y2, None] for t in rows)
+        left, right, wx = (t[None, x1:x2] for t in cols)
+        band = logits[top[:, 0]] * (1 - wy) + logits[bottom[:, 0]] * wy  # (region rows, w)
+        values = band[:, left[0]] * (1 - wx) + band[:, right[0]] * wx
+        return np.asarray((values > threshold).T.contiguous().cpu().numpy()).T
+    grid = logits.numpy()
+    top, bottom, wy = (t.numpy()[y1:y2] for t in rows)
+    left, right, wx = (t.numpy()[x1:x2] for t in cols)
+    row_start, row_count = _runs(top)
+    col_start, col_count = _runs(left)
+    # per cell (i, j): its four corners (i or i+1, j or j+1; clamped at the last) above?
+    above = np.pad(grid > threshold, ((0, 1), (0, 1)), mode="edge")
+    corners = (above[:-1, :-1], above[1:, :-1], above[:-1, 1:], above[1:, 1:])
+    cell_rows, cell_cols = np.ix_(top[row_start], left[col_start])
+    all_on = np.logical_and.reduce(corners)[cell_rows, cell_cols]
+    edge = np.logical_or.reduce(corners)[cell_rows, cell_cols] & ~all_on
+    # (region columns, region rows) in C order: the region's transpose, built block by block
+    out = np.repeat(np.repeat(all_on.T, col_count, axis=0), row_count, axis=1)
+    r, c = _cell_pixels(np.nonzero(edge), row_start, row_count, col_start, col_count)
+    if r.size:
+        ty, tx = wy[r], wx[c]
+        band_left = grid[top[r], left[c]] * (1 - ty) + grid[bottom[r], left[c]] * ty
+        band_right = grid[top[r], right[c]] * (1 - ty) + grid[bottom[r], right[c]] * ty
+        out[c, r] = band_left * (1 - tx) + band_right * tx > threshold
+    return out.T
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of equal values of a non-decreasing (n,) array."""
+    starts = np.flatnonzero(np.diff(values, prepend=values[:1] - 1)) if values.size else values
+    return starts, np.diff(np.append(starts, values.size))
+
+
+def _cell_pixels(
+    cells: tuple[np.ndarray, np.ndarray],
+    row_start: np.ndarray,
+    row_count: np.ndarray,
+    col_start: np.ndarray,
+    col_count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The region pixels ``(rows, cols)`` of the given cells (indices into the runs)."""
+    a, b = cells
+    if a.size == 0:
+        return a, b
+    height, width = row_count[a], col_count[b]
+    dr = np.arange(height.max())[None, :, None]
+    dc = np.arange(width.max())[None, None, :]
+    inside = (dr < height[:, None, None]) & (dc < width[:, None, None])
+    r = np.broadcast_to(row_start[a][:, None, None] + dr, inside.shape)[inside]
+    c = np.broadcast_to(col_start[b][:, None, None] + dc, inside.shape)[inside]
+    return r, c
+
+
+def paste_masks(logits: Any, boxes: np.ndarray, size: Sequence[int]) -> list[BoxMask]:
+    """Each box's mask, pasted into the box grown by :data:`BOX_MARGIN`.
+
+    Args:
+        logits: (N, h, w) float torch tensor, the mask decoder's low-resolution logits for
+            the whole image, on the model's device.
+        boxes: (N, 4) float xyxy prompt boxes in image pixels.
+        size: the image's ``(height, width)``.
+
+    Returns:
+        N :class:`BoxMask`, their regions copied to the host.
+    """
+    height, width = size
+    rows = bilinear_taps(logits.shape[-2], height, logits.device)
+    cols = bilinear_taps(logits.shape[-1], width, logits.device)
+    masks = []
+    for mask_logits, box in zip(logits, boxes, strict=True):
+        region = box_region(box, height, width, BOX_MARGIN)
+        crop = paste_in_region(mask_logits, rows, cols, region)
+        masks.append(BoxMask(region[0], region[1], crop, height, width))
+    return masks
 
 
 class Sam2Segmenter:
@@ -105,14 +181,19 @@ class Sam2Segmenter:
         self.model.to(device).eval()  # type: ignore[arg-type]
 
     def segment(
-        self, images: list[Any], boxes: list[np.ndarray]
+        self,
+        images: list[Any],
+        boxes: list[np.ndarray],
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> list[tuple[list[BoxMask], np.ndarray]]:
         """One mask per box, inside the box grown by :data:`BOX_MARGIN`.
 
         Args:
-            images: (H, W, 3) uint8 RGB arrays (or (3, H, W) uint8 torch tensors, e.g.
-                decoded on the device).
-            boxes: per image, (N, 4) float xyxy prompt boxes in that image's pixels.
+            images: (h, w, 3) uint8 RGB arrays, the model's inputs (possibly reduced copies
+                of the scenes: the encoder sees 1024x1024 either way).
+            boxes: per image, (N, 4) float xyxy prompt boxes in that input's pixels.
+            sizes: per image, the scene's own ``(height, width)``: masks are pasted at that
+                size, the box regions scaled to it (default: the inputs' sizes).
 
         Returns:
             Per image ``(masks, scores)``: N :class:`BoxMask` and (N,) float32 predicted IoU
@@ -125,8 +206,9 @@ class Sam2Segmenter:
             encoded = self.processor(images=images, return_tensors="pt")
             pixels = encoded["pixel_values"].to(self.device, self.dtype)
             embeddings = self.model.get_image_embeddings(pixels)
-            sizes = [[int(v) for v in size] for size in encoded["original_sizes"]]
-            for index, (size, image_boxes) in enumerate(zip(sizes, boxes, strict=True)):
+            inputs = [[int(v) for v in size] for size in encoded["original_sizes"]]
+            targets = [list(s) for s in sizes] if sizes is not None else inputs
+            for index, (size, image_boxes) in enumerate(zip(inputs, boxes, strict=True)):
                 if len(image_boxes) == 0:
                     results.append(([], np.zeros((0,), np.float32)))
                     continue
@@ -143,18 +225,10 @@ class Sam2Segmenter:
                         input_boxes=prompt["input_boxes"].to(self.device, self.dtype),
                         multimask_output=False,
                     )
-                    masks.extend(self._paste(output.pred_masks[0, :, 0].float(), chunk, size))
+                    (height, width), (h, w) = targets[index], size
+                    scale = np.array([width / w, height / h] * 2, np.float32)  # to the scene
+                    logits = output.pred_masks[0, :, 0].float()
+                    masks.extend(paste_masks(logits, chunk * scale, targets[index]))
                     scores.append(output.iou_scores[0, :, 0].float().cpu().numpy())
                 results.append((masks, np.concatenate(scores)))
         return results
-
-    def _paste(self, logits: Any, boxes: np.ndarray, size: list[int]) -> list[BoxMask]:
-        height, width = size
-        rows = bilinear_taps(logits.shape[-2], height, logits.device)
-        cols = bilinear_taps(logits.shape[-1], width, logits.device)
-        masks = []
-        for mask_logits, box in zip(logits, boxes, strict=True):
-            region = box_region(box, height, width, BOX_MARGIN)
-            crop = paste_in_region(mask_logits, rows, cols, region)
-            masks.append(BoxMask(region[0], region[1], crop.cpu().numpy(), height, width))
-        return masks

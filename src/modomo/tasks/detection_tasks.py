@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,10 +33,12 @@ from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.db.models import DetectedObject, Scene, SceneStatus
 from modomo.db.session import session_scope
-from modomo.images import ImageError, LoadedImage
+from modomo.images import ImageError
 from modomo.inference import (
+    INPUT_SIDE,
     STAGES,
     DetectionPipeline,
+    SceneInput,
     SceneResult,
     default_host_threads,
     failed_stage,
@@ -65,6 +66,7 @@ def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
         parse_stages(list(stages)),
         batch_size=settings.ai_batch_size,
         palette_size=settings.palette_size,
+        input_side=max(INPUT_SIDE, settings.detector_image_size),
     )
 
 
@@ -169,11 +171,17 @@ def process_scenes_batch(
             keys = {row.id: row.image_key for row in rows}
         given = {} if redetect else _stored_detections(ids)
 
-        def infer(images: list[LoadedImage], chunk: list[uuid.UUID]) -> list[Any]:
-            return pipeline.infer(images, [given.get(sid) for sid in chunk])
+        def load(sid: uuid.UUID) -> SceneInput:
+            key = keys.get(sid)
+            if not key:
+                raise LookupError(f"scene {sid} has no stored image")
+            return pipeline.prepare(load_scene_image(key))
 
-        def finish(sid: uuid.UUID, image: LoadedImage, inferred: Any) -> Any:
-            result = pipeline.finish(image, inferred)
+        def infer(scenes: list[SceneInput], chunk: list[uuid.UUID]) -> list[Any]:
+            return pipeline.infer(scenes, [given.get(sid) for sid in chunk])
+
+        def finish(sid: uuid.UUID, scene: SceneInput, inferred: Any) -> Any:
+            result = pipeline.finish(scene, inferred)
             return result, _scene_values(sid, result)
 
         settings = get_settings()
@@ -183,7 +191,7 @@ def process_scenes_batch(
         outcomes = pipelined(
             # a cancelled job stops taking chunks; those in flight are counted
             (chunk for chunk in chunks if reporter.active),
-            partial(_load, keys),
+            load,
             infer,
             finish,
             host_pool(settings.ai_host_threads or default_host_threads()),
@@ -238,13 +246,6 @@ def process_scenes_batch(
         "objects": objects,
         "writes": reporter.writes,
     }
-
-
-def _load(keys: dict[uuid.UUID, str | None], scene_id: uuid.UUID) -> LoadedImage:
-    key = keys.get(scene_id)
-    if not key:
-        raise LookupError(f"scene {scene_id} has no stored image")
-    return load_scene_image(key)
 
 
 @app.task(bind=True, **RETRY)

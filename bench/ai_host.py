@@ -1,0 +1,522 @@
+"""AI worker host work at camera sizes: where the time goes around the models.
+
+JPEGs of 1280x960, 1920x1440 and 4032x3024 pixels (the sample photos of scikit-image and
+scikit-learn, resized, stored rotated with an EXIF orientation tag as phones do) with 5, 30
+and 40 objects, through the detection pipeline (detect -> segment -> depth -> colours):
+
+(a) STAND-IN models that return right-shaped outputs at once: N boxes of 0.2-12 % of the
+    image, SAM-shaped 256x256 mask logits per box (pasted by the real code), depth at Depth
+    Anything's output resolution. This measures the HOST, not the models: decoding, mask
+    pasting, RLE, palettes, depth statistics and the depth PNG, per image and by stage, on 1
+    and on 2 host threads (``modomo.inference.pipelined``, in this process).
+(b) the repo's TINY random-weight models (``scripts/build_random_models.py``, a detector kept
+    to N boxes): time per image at each size, in-process, and queued through Redis +
+    PostgreSQL + ``modomo worker --ai`` (one worker, concurrency 1), with the worker child's
+    peak RSS over its idle RSS (models loaded) on batches of 8 12-megapixel photos.
+
+Also: the mean CIE76 ΔE between each object's palette from its ``SAMPLE_PIXELS``-pixel sample
+and from all its pixels, on the sample photos at 4032x3024 with the stand-in's 40 masks.
+
+Targets (issue 17, ratios in one run on a 2-core machine): stand-in on one host thread at
+most 150 ms per image at 1920x1440/30 and 400 ms at 4032x3024/40; tiny models 4032x3024/40 at
+most 3x 1280x960/5 per image; two host threads at least 1.6x the images/s of one; queued at
+least 0.9x in-process; worker child peak RSS at most 1.5 GB above idle; palettes within a
+mean ΔE of 1.0.
+
+Run: ``uv run python bench/ai_host.py [--images 8] [--skip-queued]`` (Redis and PostgreSQL
+on loopback for the queued part: ``make services``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/13"
+SIZES = ((1280, 960, 5), (1920, 1440, 30), (4032, 3024, 40))
+STAGE_ORDER = ("decode", "prepare", "detect", "segment", "depth model", "masks", "depth", "colors", "store")
+
+
+# --- inputs -------------------------------------------------------------------------------
+def photo_jpegs(width: int, height: int, count: int) -> list[bytes]:
+    """``count`` JPEGs (quality 90) of ``width`` x ``height`` once upright: the sample photos
+    cropped to the aspect ratio and resized, stored rotated 90 degrees with EXIF orientation
+    6 (the decoder turns them back, as for a phone's portrait shots)."""
+    from services import sample_photos
+
+    photos = sample_photos()
+    out = []
+    for index in range(count):
+        rgb = photos[index % len(photos)]
+        h, w = rgb.shape[:2]
+        if w / h > width / height:
+            crop_w = int(h * width / height)
+            rgb = rgb[:, (w - crop_w) // 2 : (w - crop_w) // 2 + crop_w]
+        else:
+            crop_h = int(w * height / width)
+            rgb = rgb[(h - crop_h) // 2 : (h - crop_h) // 2 + crop_h]
+        image = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BICUBIC)
+        if index % 2:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # distinct pixels
+        stored = image.transpose(Image.Transpose.ROTATE_90)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+        buffer = io.BytesIO()
+        stored.save(buffer, "JPEG", quality=90, exif=exif)
+        out.append(buffer.getvalue())
+    return out
+
+
+# --- stand-in models ----------------------------------------------------------------------
+class _Label:
+    label = "stand-in@bench"
+
+
+class StandInModels:
+    """A model registry whose models answer at once with right-shaped outputs (see (a))."""
+
+    device = "cpu"
+
+    def __init__(self, boxes: int) -> None:
+        self.boxes = boxes
+        self._detector = _Model(weights=_Label(), detect=self.detect)
+        self._segmenter = _Model(weights=_Label(), segment=self.segment)
+        self._depth = _Model(estimate=self.estimate)
+
+    def warm_up(self, stages: Any) -> None:
+        pass
+
+    def detector(self) -> Any:
+        return self._detector
+
+    def segmenter(self) -> Any:
+        return self._segmenter
+
+    def depth(self) -> Any:
+        return self._depth
+
+    def detect(self, rgbs: list[np.ndarray]) -> list[Any]:
+        import supervision as sv
+
+        from modomo.analysis.taxonomy import CATEGORIES
+
+        names = sorted(CATEGORIES)
+        found = []
+        for rgb in rgbs:
+            height, width = rgb.shape[:2]
+            rng = np.random.default_rng(int(rgb[::97, ::89].sum()))
+            area = np.exp(rng.uniform(np.log(0.002), np.log(0.12), self.boxes)) * width * height
+            aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0), self.boxes))
+            w = np.minimum(np.sqrt(area * aspect), width - 1)
+            h = np.minimum(area / w, height - 1)
+            x = rng.uniform(0, width - w)
+            y = rng.uniform(0, height - h)
+            det = sv.Detections(
+                xyxy=np.stack([x, y, x + w, y + h], axis=1).astype(np.float32),
+                confidence=rng.uniform(0.3, 0.9, self.boxes).astype(np.float32),
+            )
+            picked = [names[i] for i in rng.integers(0, len(names), self.boxes)]
+            det.data["category"] = np.array(picked, dtype=object)
+            det.data["taxonomy_group"] = np.array(
+                [CATEGORIES[c].group for c in picked], dtype=object
+            )
+            found.append(det)
+        return found
+
+    def segment(self, rgbs: list[np.ndarray], boxes: list[np.ndarray]) -> list[Any]:
+        """Per box an ellipse inscribed in it, as 256x256 logits over the image (SAM 2.1's
+        mask decoder resolution), pasted by the segmenter's own code."""
+        import torch
+
+        from modomo.models.segmenter import paste_masks
+
+        out = []
+        grid = (torch.arange(256, dtype=torch.float32) + 0.5) / 256
+        for rgb, xyxy in zip(rgbs, boxes, strict=True):
+            height, width = rgb.shape[:2]
+            b = torch.from_numpy(np.asarray(xyxy, np.float32))
+            cx = (b[:, 0] + b[:, 2]) / 2 / width
+            cy = (b[:, 1] + b[:, 3]) / 2 / height
+            rx = (b[:, 2] - b[:, 0]) / 2 / width
+            ry = (b[:, 3] - b[:, 1]) / 2 / height
+            dx = (grid[None, None, :] - cx[:, None, None]) / rx[:, None, None]
+            dy = (grid[None, :, None] - cy[:, None, None]) / ry[:, None, None]
+            logits = 8 * (1 - dx**2 - dy**2)
+            out.append((paste_masks(logits, xyxy, (height, width)), np.ones(len(xyxy))))
+        return out
+
+    def estimate(self, rgbs: list[np.ndarray]) -> list[Any]:
+        from modomo.analysis.depth import DepthMap, depth_size
+
+        maps = []
+        for rgb in rgbs:
+            height, width = rgb.shape[:2]
+            rows, cols = depth_size(height, width, 518, round(518 * width / height), 1024)
+            ramp = np.linspace(0.1, 1.0, rows, dtype=np.float32)[:, None]
+            values = np.repeat(ramp, cols, axis=1) + np.float32(0.01) * (rgb[0, 0, 0] % 7)
+            maps.append(DepthMap(values, "relative_inverse_depth", "stand-in@bench", height, width))
+        return maps
+
+
+class _Model:
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+
+# --- in-process runs ----------------------------------------------------------------------
+def run_in_process(pipeline: Any, jpegs: list[bytes], threads: int, batch: int) -> dict[str, Any]:
+    """Decode, infer and finish ``jpegs`` through ``modomo.inference.pipelined`` on
+    ``threads`` host threads; the stages' seconds land in ``pipeline.clock``."""
+    from modomo.images import load_image
+    from modomo.inference import StageClock, pipelined
+
+    pipeline.clock = clock = StageClock()
+
+    def load(index: int) -> Any:
+        with clock.measure("decode"):
+            image = load_image(jpegs[index], max_pixels=200_000_000)
+        return pipeline.prepare(image)
+
+    def infer(images: list[Any], _items: list[int]) -> Any:
+        return pipeline.infer(images)
+
+    def finish(_index: int, image: Any, inferred: Any) -> Any:
+        return pipeline.finish(image, inferred)
+
+    chunks = [list(range(i, min(i + batch, len(jpegs)))) for i in range(0, len(jpegs), batch)]
+    failed = objects = 0
+    with ThreadPoolExecutor(threads, thread_name_prefix="bench-host") as pool:
+        started = time.perf_counter()
+        for outcome in pipelined(chunks, load, infer, finish, pool):
+            if outcome.error is not None:
+                failed += 1
+                print(f"  scene {outcome.item} failed: {outcome.error!r}")
+            else:
+                objects += len(outcome.result.objects)
+        seconds = time.perf_counter() - started
+    n = len(jpegs)
+    return {
+        "ms_per_image": 1000 * seconds / n,
+        "images_per_s": n / seconds,
+        "stages": {k: 1000 * v / n for k, v in clock.seconds.items()},
+        "failed": failed,
+        "objects": objects,
+    }
+
+
+def stage_line(stages: dict[str, float]) -> str:
+    return ", ".join(f"{k} {stages[k]:.0f}" for k in STAGE_ORDER if k in stages)
+
+
+# --- palettes: sampled vs every pixel -----------------------------------------------------------
+def palette_delta_e(boxes: int, photos: int) -> tuple[float, float, int]:
+    """Mean over objects of the share-weighted CIE76 ΔE from each colour of the sampled
+    palette to the nearest colour of the all-pixel palette; and the mean rise of the
+    palette's fidelity error (``palette_delta_e`` over all the object's pixels)."""
+    from modomo.analysis.colors import extract_palette
+    from modomo.analysis.colors import palette_delta_e as fidelity
+    from modomo.images import load_image
+    from modomo.inference import SAMPLE_PIXELS
+
+    models = StandInModels(boxes)
+    matched, cost, count = [], [], 0
+    for data in photo_jpegs(4032, 3024, photos):
+        rgb = load_image(data, max_pixels=200_000_000).rgb
+        det = models.detect([rgb])[0]
+        masks, _ = models.segment([rgb], [det.xyxy])[0]
+        for i, mask in enumerate(masks):
+            if not mask.area:
+                continue
+            rows, cols = mask.sample(SAMPLE_PIXELS, seed=i)
+            crop = rgb[mask.y : mask.y + mask.crop.shape[0], mask.x : mask.x + mask.crop.shape[1]]
+            full = extract_palette(np.ascontiguousarray(crop), mask.crop)
+            sampled = extract_palette(rgb[rows, cols][None])
+            full_lab = np.array([c.lab for c in full.colors])
+            distance = [
+                c.share * np.min(np.linalg.norm(full_lab - np.array(c.lab), axis=1))
+                for c in sampled.colors
+            ]
+            matched.append(sum(distance))
+            cost.append(fidelity(crop, sampled, mask.crop) - fidelity(crop, full, mask.crop))
+            count += 1
+    return float(np.mean(matched)), float(np.mean(cost)), count
+
+
+# --- queued -------------------------------------------------------------------------------
+def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) -> dict[str, Any]:
+    """The same images as a detection job through one ``modomo worker --ai`` (Redis +
+    PostgreSQL): seconds from dispatch to the job's end, and the worker child's idle and
+    peak RSS."""
+    from services import drop_services, fresh_services
+
+    from modomo.celery_app import app
+
+    database, services_work = fresh_services(REDIS_URL)
+    os.environ.update(env)
+    worker = None
+    try:
+        from modomo.config import get_settings
+        from modomo.db.migrate import upgrade
+        from modomo.jobs import create_job, describe_job, dispatch_batches
+        from modomo.sources import expand_sources, ingest
+        from modomo.tasks.detection_tasks import process_scenes_batch
+
+        get_settings.cache_clear()
+        Path(os.environ["MODOMO_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+        upgrade()
+        folder = work / f"queued-{time.monotonic_ns()}"
+        folder.mkdir()
+        for i, data in enumerate(jpegs):
+            (folder / f"photo-{i:03d}.jpg").write_bytes(data)
+        job_id = create_job("detection", {"bench": "ai_host"})
+        report = ingest(job_id, expand_sources([str(folder)]))
+        assert len(report.scene_ids) == len(jpegs), report.failed
+        hostname = f"bench-host-{os.getpid()}@localhost"
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modomo.cli",
+                "worker",
+                "--ai",
+                "--warmup",
+                "-n",
+                hostname,
+                "-l",
+                os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+            ],
+            cwd=REPO,
+            env=os.environ.copy(),
+        )
+        while not app.control.ping(destination=[hostname], timeout=1):
+            if worker.poll() is not None:
+                raise SystemExit("the AI worker did not start")
+        child = _warm_child(worker.pid)
+        idle = child.memory_info().rss / 2**20
+        started = time.perf_counter()
+        dispatch_batches(job_id, process_scenes_batch, report.scene_ids, batch)
+        _wait_final(job_id)
+        seconds = time.perf_counter() - started
+        peak = _vm_hwm_mib(child.pid)
+        job = describe_job(job_id)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(60)
+        drop_services(database, REDIS_URL, services_work)
+    return {
+        "images_per_s": len(jpegs) / seconds,
+        "ms_per_image": 1000 * seconds / len(jpegs),
+        "idle_mib": idle,
+        "peak_mib": peak,
+        "status": job["status"],
+        "processed": job["processed"],
+        "failed": job["failed"],
+    }
+
+
+def _warm_child(pid: int) -> Any:
+    """The worker's child once its models are loaded (its RSS steady for 3 s)."""
+    import psutil
+
+    deadline = time.monotonic() + 600
+    last, steady_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children()
+        if children:
+            rss = children[0].memory_info().rss
+            if abs(rss - last) > 4 * 2**20:
+                last, steady_since = rss, time.monotonic()
+            elif time.monotonic() - steady_since > 3:
+                return children[0]
+        time.sleep(0.5)
+    raise SystemExit("the AI worker's child did not settle")
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_final(job_id: Any, timeout_s: float = 1800) -> None:
+    from modomo.db.models import JobStatus
+    from modomo.jobs import describe_job
+
+    deadline = time.monotonic() + timeout_s
+    while describe_job(job_id)["status"] not in JobStatus.FINAL:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {job_id} did not finish in {timeout_s} s")
+        time.sleep(0.2)
+
+
+# --- main ---------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8, help="images per size and run")
+    parser.add_argument("--batch", type=int, default=4, help="images per model batch")
+    parser.add_argument("--palette-photos", type=int, default=8)
+    parser.add_argument("--skip-queued", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from modomo.inference import STAGES, DetectionPipeline
+    from modomo.models.device import set_torch_threads
+
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"machine: {platform.machine()}, {cores} usable CPUs, Python "
+        f"{platform.python_version()}, torch {torch.__version__}; load average "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    )
+    jpegs = {(w, h, n): photo_jpegs(w, h, args.images) for w, h, n in SIZES}
+    print(
+        f"inputs: {args.images} JPEGs per size (sample photos, EXIF-rotated), model batches "
+        f"of {args.batch}"
+    )
+
+    print("\n(a) STAND-IN models (right-shaped outputs at once): this measures the host")
+    print("    ms per image by stage (summed over threads), then wall ms per image, images/s")
+    standin: dict[tuple[int, int, int], dict[int, dict[str, Any]]] = {}
+    for key, data in jpegs.items():
+        standin[key] = {}
+        for threads in (1, 2):
+            pipeline = DetectionPipeline(StandInModels(key[2]), STAGES, batch_size=args.batch)
+            run_in_process(pipeline, data[:2], threads, args.batch)  # warm caches
+            result = run_in_process(pipeline, data, threads, args.batch)
+            standin[key][threads] = result
+            print(
+                f"  {key[0]}x{key[1]}/{key[2]:>2} objects, {threads} host thread(s): "
+                f"{result['ms_per_image']:7.0f} ms/image {result['images_per_s']:6.2f} images/s"
+                f"  [{stage_line(result['stages'])}]"
+            )
+
+    print("\n(b) TINY random-weight models, in-process (host threads: cores - 1)")
+    work = Path(tempfile.mkdtemp(prefix="modomo-ai-host-"))
+    from ai_pipeline import _script, relabelled_detector
+
+    models = _script("build_random_models").build(work / "models", "tiny")  # type: ignore[attr-defined]
+    detector = relabelled_detector(models["yolo"], work / "models" / "yolo-taxonomy.pt")
+    from modomo.config import load_settings
+    from modomo.inference import default_host_threads
+    from modomo.models.registry import ModelRegistry
+
+    base_env = {
+        "MODOMO_DETECTOR_WEIGHTS": str(detector),
+        "MODOMO_SEGMENTER_WEIGHTS": str(models["sam2"]),
+        "MODOMO_DEPTH_WEIGHTS": str(models["depth_anything"]),
+        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(models["zoedepth"]),
+        "MODOMO_DETECTOR_THRESHOLD": "0.000001",
+        "MODOMO_DEVICE": "cpu",
+    }
+    tiny: dict[tuple[int, int, int], dict[str, Any]] = {}
+    host_threads = default_host_threads()
+    for key, data in jpegs.items():
+        settings = load_settings(
+            data_dir=work / "data",
+            device="cpu",
+            detector_weights=str(detector),
+            segmenter_weights=str(models["sam2"]),
+            depth_weights=str(models["depth_anything"]),
+            depth_fallback_weights=str(models["zoedepth"]),
+            detector_threshold=1e-6,
+            detector_max_detections=key[2],
+        )
+        registry = ModelRegistry(settings)
+        pipeline = DetectionPipeline(registry, STAGES, batch_size=args.batch)
+        pipeline.load()
+        set_torch_threads(0)
+        run_in_process(pipeline, data[:2], host_threads, args.batch)
+        tiny[key] = result = run_in_process(pipeline, data, host_threads, args.batch)
+        print(
+            f"  {key[0]}x{key[1]}/{key[2]:>2} objects: {result['ms_per_image']:7.0f} ms/image "
+            f"{result['images_per_s']:6.2f} images/s, {result['objects'] / len(data):.0f} "
+            f"objects/image  [{stage_line(result['stages'])}]"
+        )
+
+    queued: dict[str, Any] = {}
+    if not args.skip_queued:
+        print("\n    queued: Redis + PostgreSQL + modomo worker --ai (concurrency 1)")
+        key = (1920, 1440, 30)
+        env = {
+            **base_env,
+            "MODOMO_DETECTOR_MAX_DETECTIONS": str(key[2]),
+            "MODOMO_AI_BATCH_SIZE": str(args.batch),
+            "MODOMO_BATCH_SIZE": "16",
+        }
+        queued["throughput"] = q = queued_run(jpegs[key] * 2, env, work, 16)
+        print(
+            f"  {key[0]}x{key[1]}/{key[2]}: {q['ms_per_image']:7.0f} ms/image "
+            f"{q['images_per_s']:6.2f} images/s ({q['status']}, {q['processed']} processed, "
+            f"{q['failed']} failed) vs in-process {tiny[key]['images_per_s']:.2f} images/s"
+        )
+        big = (4032, 3024, 40)
+        env = {
+            **base_env,
+            "MODOMO_DETECTOR_MAX_DETECTIONS": str(big[2]),
+            "MODOMO_AI_BATCH_SIZE": "8",
+            "MODOMO_BATCH_SIZE": "16",
+        }
+        queued["memory"] = m = queued_run(photo_jpegs(4032, 3024, 16), env, work, 16)
+        print(
+            f"  {big[0]}x{big[1]}/{big[2]}, batches of 8: worker child idle (models loaded) "
+            f"{m['idle_mib']:.0f} MiB, peak {m['peak_mib']:.0f} MiB "
+            f"(+{m['peak_mib'] - m['idle_mib']:.0f} MiB); {m['status']}, {m['processed']} "
+            f"processed"
+        )
+
+    matched, cost, objects = palette_delta_e(40, args.palette_photos)
+    from modomo.inference import SAMPLE_PIXELS
+
+    print(
+        f"\npalettes from {SAMPLE_PIXELS} sampled pixels vs all pixels ({objects} objects on "
+        f"{args.palette_photos} sample photos at 4032x3024): mean ΔE {matched:.2f} "
+        f"(sampled colour to nearest full colour, share-weighted); fidelity cost {cost:+.3f} ΔE"
+    )
+
+    print("\ntargets")
+    mid, big, small = (1920, 1440, 30), (4032, 3024, 40), (1280, 960, 5)
+    a_mid, a_big = standin[mid][1]["ms_per_image"], standin[big][1]["ms_per_image"]
+    print(f"  stand-in 1920x1440/30, 1 thread: {a_mid:.0f} ms <= 150: {verdict(a_mid <= 150)}")
+    print(f"  stand-in 4032x3024/40, 1 thread: {a_big:.0f} ms <= 400: {verdict(a_big <= 400)}")
+    growth = tiny[big]["ms_per_image"] / tiny[small]["ms_per_image"]
+    print(f"  tiny models 4032x3024/40 over 1280x960/5: {growth:.2f}x <= 3: {verdict(growth <= 3)}")
+    for key in SIZES:
+        gain = standin[key][2]["images_per_s"] / standin[key][1]["images_per_s"]
+        print(
+            f"  stand-in {key[0]}x{key[1]}/{key[2]} two threads over one: {gain:.2f}x >= 1.6: "
+            f"{verdict(gain >= 1.6)}"
+        )
+    if queued:
+        ratio = queued["throughput"]["images_per_s"] / tiny[mid]["images_per_s"]
+        print(
+            f"  queued over in-process (1920x1440/30): {ratio:.2f} >= 0.9: {verdict(ratio >= 0.9)}"
+        )
+        rise = queued["memory"]["peak_mib"] - queued["memory"]["idle_mib"]
+        print(f"  worker child peak over idle: {rise:.0f} MiB <= 1536: {verdict(rise <= 1536)}")
+    print(f"  palettes mean ΔE {matched:.2f} <= 1.0: {verdict(matched <= 1.0)}")
+
+
+if __name__ == "__main__":
+    main()
