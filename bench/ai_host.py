@@ -138,7 +138,9 @@ class StandInModels:
             found.append(det)
         return found
 
-    def segment(self, rgbs: list[np.ndarray], boxes: list[np.ndarray]) -> list[Any]:
+    def segment(
+        self, rgbs: list[np.ndarray], boxes: list[np.ndarray], sizes: list[tuple[int, int]]
+    ) -> list[Any]:
         """Per box an ellipse inscribed in it, as 256x256 logits over the image (SAM 2.1's
         mask decoder resolution), pasted by the segmenter's own code."""
         import torch
@@ -147,25 +149,25 @@ class StandInModels:
 
         out = []
         grid = (torch.arange(256, dtype=torch.float32) + 0.5) / 256
-        for rgb, xyxy in zip(rgbs, boxes, strict=True):
-            height, width = rgb.shape[:2]
+        for rgb, xyxy, (height, width) in zip(rgbs, boxes, sizes, strict=True):
+            h, w = rgb.shape[:2]  # the models' copy: prompts in its pixels
             b = torch.from_numpy(np.asarray(xyxy, np.float32))
-            cx = (b[:, 0] + b[:, 2]) / 2 / width
-            cy = (b[:, 1] + b[:, 3]) / 2 / height
-            rx = (b[:, 2] - b[:, 0]) / 2 / width
-            ry = (b[:, 3] - b[:, 1]) / 2 / height
+            cx = (b[:, 0] + b[:, 2]) / 2 / w
+            cy = (b[:, 1] + b[:, 3]) / 2 / h
+            rx = (b[:, 2] - b[:, 0]) / 2 / w
+            ry = (b[:, 3] - b[:, 1]) / 2 / h
             dx = (grid[None, None, :] - cx[:, None, None]) / rx[:, None, None]
             dy = (grid[None, :, None] - cy[:, None, None]) / ry[:, None, None]
             logits = 8 * (1 - dx**2 - dy**2)
-            out.append((paste_masks(logits, xyxy, (height, width)), np.ones(len(xyxy))))
+            scene = np.asarray(xyxy) * np.array([width / w, height / h] * 2)
+            out.append((paste_masks(logits, scene, (height, width)), np.ones(len(xyxy))))
         return out
 
-    def estimate(self, rgbs: list[np.ndarray]) -> list[Any]:
+    def estimate(self, rgbs: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Any]:
         from modomo.analysis.depth import DepthMap, depth_size
 
         maps = []
-        for rgb in rgbs:
-            height, width = rgb.shape[:2]
+        for rgb, (height, width) in zip(rgbs, sizes, strict=True):
             rows, cols = depth_size(height, width, 518, round(518 * width / height), 1024)
             ramp = np.linspace(0.1, 1.0, rows, dtype=np.float32)[:, None]
             values = np.repeat(ramp, cols, axis=1) + np.float32(0.01) * (rgb[0, 0, 0] % 7)
@@ -238,7 +240,7 @@ def palette_delta_e(boxes: int, photos: int) -> tuple[float, float, int]:
     for data in photo_jpegs(4032, 3024, photos):
         rgb = load_image(data, max_pixels=200_000_000).rgb
         det = models.detect([rgb])[0]
-        masks, _ = models.segment([rgb], [det.xyxy])[0]
+        masks, _ = models.segment([rgb], [det.xyxy], [rgb.shape[:2]])[0]
         for i, mask in enumerate(masks):
             if not mask.area:
                 continue

@@ -218,3 +218,17 @@ def test_non_images_keep_pillows_reason_after_ultralytics_is_imported(
         with pytest.raises(ImageError) as info:
             load_image(data, max_pixels=10**8)
         assert "pi_heif" not in str(info.value) and "pi-heif" not in str(info.value)
+
+
+def test_modomo_sets_torch_threads_whatever_an_import_set(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    import os
+
+    torch.set_num_threads(1)  # as importing ultralytics does on a small machine
+    registry = ModelRegistry(settings_for(tiny_models, tmp_path))
+    registry.detector()
+    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    ModelRegistry(settings_for(tiny_models, tmp_path, torch_threads=1)).detector()
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(len(os.sched_getaffinity(0)))

@@ -116,18 +116,18 @@ def pipelined(
     loading: deque[tuple[Sequence[T], list[Future[D]]]] = deque()
     done: deque[_Batch[T]] = deque()
 
-    def submit_loads() -> None:
-        while len(loading) <= lookahead:
+    def submit_loads(limit: int) -> None:
+        while len(loading) < limit:
             items = next(source, None)
             if items is None:
                 return
             loading.append((items, [pool.submit(load, item) for item in items]))
 
     try:
-        submit_loads()
+        submit_loads(lookahead + 1)  # the first batch and those ahead of it
         while loading:
             items, loads = loading.popleft()
-            submit_loads()
+            submit_loads(lookahead)
             outcomes: list[Outcome | Future] = []
             ready: list[tuple[int, T, D]] = []
             for item, future in zip(items, loads, strict=True):

@@ -70,7 +70,8 @@ def paste_in_region(
     are copied to the host. On the CPU the same result is found cell by cell: a pixel's
     value is a convex combination of the four logits around it, so where all four are above
     the threshold (or none is) the whole cell of pixels between them is decided at once, and
-    only the pixels of cells on the mask's edge are interpolated.
+    only the pixels of cells on the mask's edge are interpolated (every pixel is, when more
+    than :data:`EDGE_CELLS` of the cells are on an edge).
 
     Args:
         logits: (h, w) float torch tensor, the mask decoder's low-resolution output for the
@@ -84,13 +85,33 @@ def paste_in_region(
         (y2 - y1, x2 - x1) bool array in Fortran (column-major) order, COCO RLE's order.
     """
     x1, y1, x2, y2 = region
-    if logits.device.type != "cpu":
-        top, bottom, wy = (t[y1:y2, None] for t in rows)
-        left, right, wx = (t[None, x1:x2] for t in cols)
-        band = logits[top[:, 0]] * (1 - wy) + logits[bottom[:, 0]] * wy  # (region rows, w)
-        values = band[:, left[0]] * (1 - wx) + band[:, right[0]] * wx
-        return np.asarray((values > threshold).T.contiguous().cpu().numpy()).T
-    grid = logits.numpy()
+    if logits.device.type == "cpu":
+        crop = _paste_by_cells(logits.numpy(), rows, cols, region, threshold)
+        if crop is not None:
+            return crop
+    top, bottom, wy = (t[y1:y2] for t in rows)
+    left, right, wx = (t[x1:x2] for t in cols)
+    # columns first, so the (region columns, region rows) result is the region in COCO's order
+    band = logits[:, left] * (1 - wx) + logits[:, right] * wx  # (h, region columns)
+    band = band.T
+    values = band[:, top] * (1 - wy) + band[:, bottom] * wy
+    return np.asarray((values > threshold).cpu().numpy()).T
+
+
+EDGE_CELLS = 0.05
+"""Above this share of edge cells in a region (a ragged mask: random weights), interpolating
+every pixel is cheaper than cell by cell."""
+
+
+def _paste_by_cells(
+    grid: np.ndarray,
+    rows: tuple[Any, Any, Any],
+    cols: tuple[Any, Any, Any],
+    region: tuple[int, int, int, int],
+    threshold: float,
+) -> np.ndarray | None:
+    """:func:`paste_in_region` cell by cell on the CPU, or None for a ragged mask."""
+    x1, y1, x2, y2 = region
     top, bottom, wy = (t.numpy()[y1:y2] for t in rows)
     left, right, wx = (t.numpy()[x1:x2] for t in cols)
     row_start, row_count = _runs(top)
@@ -101,6 +122,8 @@ def paste_in_region(
     cell_rows, cell_cols = np.ix_(top[row_start], left[col_start])
     all_on = np.logical_and.reduce(corners)[cell_rows, cell_cols]
     edge = np.logical_or.reduce(corners)[cell_rows, cell_cols] & ~all_on
+    if edge.size and np.count_nonzero(edge) > EDGE_CELLS * edge.size:
+        return None
     # (region columns, region rows) in C order: the region's transpose, built block by block
     out = np.repeat(np.repeat(all_on.T, col_count, axis=0), row_count, axis=1)
     r, c = _cell_pixels(np.nonzero(edge), row_start, row_count, col_start, col_count)

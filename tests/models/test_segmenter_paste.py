@@ -1,0 +1,81 @@
+"""Masks pasted into their box region equal SAM's full-size post-processing clipped to the
+box: on random smooth and ragged logits (both ways of pasting on the CPU), and through the
+random-weight SAM 2.1 on test images against the processor's own ``post_process_masks``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modomo.analysis.masks import BoxMask, box_region, clip_masks_to_boxes
+from modomo.models import resolve
+from modomo.models.segmenter import BOX_MARGIN, Sam2Segmenter, bilinear_taps, paste_in_region
+from tests.fixture_scenes import synthetic_scenes
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
+@pytest.mark.parametrize("smoothing", [1, 3, 9, 31])
+def test_a_pasted_region_equals_the_full_upsampling_clipped(smoothing: int) -> None:
+    rng = np.random.default_rng(smoothing)
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(5, 700, 2))
+        side = int(rng.choice([16, 64, 256]))
+        noise = torch.from_numpy(rng.normal(size=(1, 1, side, side)).astype(np.float32))
+        logits = F.avg_pool2d(noise, smoothing, 1, smoothing // 2)[0, 0]  # ragged to blobby
+        full = F.interpolate(logits[None, None], (height, width), mode="bilinear")[0, 0] > 0
+        box = np.sort(rng.uniform(-20, max(height, width) + 20, 4).reshape(2, 2), axis=0)
+        box = box.T.reshape(-1)[[0, 2, 1, 3]]  # x1, y1, x2, y2
+        region = box_region(box, height, width, BOX_MARGIN)
+        crop = paste_in_region(
+            logits, bilinear_taps(side, height), bilinear_taps(side, width), region
+        )
+        assert crop.shape == (region[3] - region[1], region[2] - region[0])
+        assert crop.flags.f_contiguous  # COCO's column order
+        pasted = BoxMask(region[0], region[1], crop, height, width).to_full()
+        expected = clip_masks_to_boxes(full.numpy()[None], box[None], BOX_MARGIN)[0]
+        assert iou(pasted, expected) >= 0.99
+
+
+def test_sam_masks_equal_post_process_masks_on_test_images(tiny_models: dict[str, Path]) -> None:
+    weights = resolve("segmenter", str(tiny_models["sam2"]), Path("/nonexistent"))
+    segmenter = Sam2Segmenter(weights, "cpu", half=False)
+    scenes = synthetic_scenes(3, seed=5)
+    rgbs = [rgb for rgb, _, _ in scenes]
+    boxes = [np.asarray(b, np.float32).reshape(-1, 4) for _, b, _ in scenes]
+    results = segmenter.segment(rgbs, boxes)
+    processor, model = segmenter.processor, segmenter.model
+    with torch.inference_mode():
+        for rgb, image_boxes, (masks, scores) in zip(rgbs, boxes, results, strict=True):
+            assert len(masks) == len(image_boxes) == len(scores)
+            height, width = rgb.shape[:2]
+            encoded = processor(images=[rgb], input_boxes=[image_boxes.tolist()], return_tensors="pt")
+            output = model(**encoded, multimask_output=False)
+            full = processor.post_process_masks(output.pred_masks, encoded["original_sizes"])[0]
+            expected = clip_masks_to_boxes(full[:, 0].numpy(), image_boxes, BOX_MARGIN)
+            for mask, reference in zip(masks, expected, strict=True):
+                assert (mask.image_height, mask.image_width) == (height, width)
+                assert iou(mask.to_full(), reference) >= 0.99
+
+
+def test_masks_of_a_reduced_copy_are_pasted_at_the_scene_size(
+    tiny_models: dict[str, Path],
+) -> None:
+    weights = resolve("segmenter", str(tiny_models["sam2"]), Path("/nonexistent"))
+    segmenter = Sam2Segmenter(weights, "cpu", half=False)
+    rgb, boxes, _ = synthetic_scenes(1, seed=9)[0]
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    half = rgb[::2, ::2]
+    [(masks, _)] = segmenter.segment([half], [boxes / 2], [rgb.shape[:2]])
+    for mask, box in zip(masks, boxes, strict=True):
+        assert (mask.image_height, mask.image_width) == rgb.shape[:2]
+        x1, y1, x2, y2 = box_region(box, *rgb.shape[:2], BOX_MARGIN)
+        assert abs(mask.x - x1) <= 1 and abs(mask.y - y1) <= 1
+        assert abs(mask.crop.shape[1] - (x2 - x1)) <= 2
