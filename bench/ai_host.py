@@ -49,7 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/13"
 SIZES = ((1280, 960, 5), (1920, 1440, 30), (4032, 3024, 40))
-STAGE_ORDER = ("decode", "prepare", "detect", "segment", "depth model", "masks", "depth", "colors", "store")
+STAGE_ORDER = (
+    "decode",
+    "prepare",
+    "detect",
+    "segment",
+    "depth model",
+    "masks",
+    "depth",
+    "colors",
+    "store",
+)
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -145,7 +155,7 @@ class StandInModels:
         mask decoder resolution), pasted by the segmenter's own code."""
         import torch
 
-        from modomo.models.segmenter import paste_masks
+        from modomo.models.segmenter import masks_from_logits
 
         out = []
         grid = (torch.arange(256, dtype=torch.float32) + 0.5) / 256
@@ -160,7 +170,8 @@ class StandInModels:
             dy = (grid[None, :, None] - cy[:, None, None]) / ry[:, None, None]
             logits = 8 * (1 - dx**2 - dy**2)
             scene = np.asarray(xyxy) * np.array([width / w, height / h] * 2)
-            out.append((paste_masks(logits, scene, (height, width)), np.ones(len(xyxy))))
+            masks = masks_from_logits(logits, scene, (height, width))
+            out.append((masks, np.ones(len(xyxy))))
         return out
 
     def estimate(self, rgbs: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Any]:
@@ -186,6 +197,7 @@ def run_in_process(pipeline: Any, jpegs: list[bytes], threads: int, batch: int) 
     ``threads`` host threads; the stages' seconds land in ``pipeline.clock``."""
     from modomo.images import load_image
     from modomo.inference import StageClock, pipelined
+    from modomo.inference.host import single_threaded_libraries
 
     pipeline.clock = clock = StageClock()
 
@@ -201,6 +213,7 @@ def run_in_process(pipeline: Any, jpegs: list[bytes], threads: int, batch: int) 
         return pipeline.finish(image, inferred)
 
     chunks = [list(range(i, min(i + batch, len(jpegs)))) for i in range(0, len(jpegs), batch)]
+    single_threaded_libraries()  # as the worker's host pool does
     failed = objects = 0
     with ThreadPoolExecutor(threads, thread_name_prefix="bench-host") as pool:
         started = time.perf_counter()
@@ -241,7 +254,8 @@ def palette_delta_e(boxes: int, photos: int) -> tuple[float, float, int]:
         rgb = load_image(data, max_pixels=200_000_000).rgb
         det = models.detect([rgb])[0]
         masks, _ = models.segment([rgb], [det.xyxy], [rgb.shape[:2]])[0]
-        for i, mask in enumerate(masks):
+        for i, pending in enumerate(masks):
+            mask = pending.paste()
             if not mask.area:
                 continue
             rows, cols = mask.sample(SAMPLE_PIXELS, seed=i)
@@ -379,6 +393,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="images per model batch")
     parser.add_argument("--palette-photos", type=int, default=8)
     parser.add_argument("--skip-queued", action="store_true")
+    parser.add_argument("--standin-only", action="store_true", help="only (a)")
     args = parser.parse_args()
 
     import torch
@@ -414,6 +429,8 @@ def main() -> None:
                 f"  [{stage_line(result['stages'])}]"
             )
 
+    if args.standin_only:
+        return
     print("\n(b) TINY random-weight models, in-process (host threads: cores - 1)")
     work = Path(tempfile.mkdtemp(prefix="modomo-ai-host-"))
     from ai_pipeline import _script, relabelled_detector

@@ -23,7 +23,10 @@ def test_each_outcome_once_in_order_with_failures_where_they_happened() -> None:
         return item * 10
 
     def infer(values: list[int], items: list[int]) -> list[int | BaseException]:
-        return [ValueError("model") if i % 11 == 5 else v + 1 for v, i in zip(values, items)]
+        return [
+            ValueError("model") if i % 11 == 5 else v + 1
+            for v, i in zip(values, items, strict=True)
+        ]
 
     def finish(item: int, value: int, output: int) -> int:
         if item % 13 == 8:

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from modomo.images.loading import (
     SUPPORTED_FORMATS,
@@ -282,6 +282,26 @@ def test_exif_orientation_6_is_applied() -> None:
     top, bottom = loaded.rgb[:35].reshape(-1, 3).mean(0), loaded.rgb[45:].reshape(-1, 3).mean(0)
     assert top[0] > 200 and top[2] < 50  # the left edge became the top edge: red
     assert bottom[2] > 200 and bottom[0] < 50
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_decode_as_pillow_decodes_them_in_every_orientation(
+    orientation: int, mode: str
+) -> None:
+    # complete JPEGs go through OpenCV (faster): the same upright pixels as Pillow's
+    rng = np.random.default_rng(orientation)
+    stored = Image.fromarray(rng.integers(0, 255, (37, 61, 3), dtype=np.uint8)).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+    loaded = load_image(data, max_pixels=LIMIT)
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.int16)
+    assert loaded.rgb.shape == expected.shape
+    assert (loaded.info.width, loaded.info.height) == (expected.shape[1], expected.shape[0])
+    assert np.abs(loaded.rgb.astype(np.int16) - expected).max() <= 2
+    assert loaded.rgb.flags.c_contiguous and loaded.rgb.flags.writeable and loaded.alpha is None
 
 
 def test_cmyk_jpeg_is_converted_to_close_rgb() -> None:

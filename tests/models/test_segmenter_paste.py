@@ -34,14 +34,15 @@ def test_a_pasted_region_equals_the_full_upsampling_clipped(smoothing: int) -> N
         box = np.sort(rng.uniform(-20, max(height, width) + 20, 4).reshape(2, 2), axis=0)
         box = box.T.reshape(-1)[[0, 2, 1, 3]]  # x1, y1, x2, y2
         region = box_region(box, height, width, BOX_MARGIN)
-        crop = paste_in_region(
-            logits, bilinear_taps(side, height), bilinear_taps(side, width), region
-        )
-        assert crop.shape == (region[3] - region[1], region[2] - region[0])
-        assert crop.flags.f_contiguous  # COCO's column order
-        pasted = BoxMask(region[0], region[1], crop, height, width).to_full()
         expected = clip_masks_to_boxes(full.numpy()[None], box[None], BOX_MARGIN)[0]
-        assert iou(pasted, expected) >= 0.99
+        taps = bilinear_taps(side, height), bilinear_taps(side, width)
+        # a torch tensor: every pixel on its device; a NumPy array: cell by cell (CPU)
+        for grid in (logits, logits.numpy()):
+            crop = paste_in_region(grid, *taps, region)
+            assert crop.shape == (region[3] - region[1], region[2] - region[0])
+            assert crop.flags.f_contiguous  # COCO's column order
+            pasted = BoxMask(region[0], region[1], crop, height, width).to_full()
+            assert iou(pasted, expected) >= 0.99
 
 
 def test_sam_masks_equal_post_process_masks_on_test_images(tiny_models: dict[str, Path]) -> None:
@@ -56,11 +57,14 @@ def test_sam_masks_equal_post_process_masks_on_test_images(tiny_models: dict[str
         for rgb, image_boxes, (masks, scores) in zip(rgbs, boxes, results, strict=True):
             assert len(masks) == len(image_boxes) == len(scores)
             height, width = rgb.shape[:2]
-            encoded = processor(images=[rgb], input_boxes=[image_boxes.tolist()], return_tensors="pt")
+            encoded = processor(
+                images=[rgb], input_boxes=[image_boxes.tolist()], return_tensors="pt"
+            )
             output = model(**encoded, multimask_output=False)
             full = processor.post_process_masks(output.pred_masks, encoded["original_sizes"])[0]
             expected = clip_masks_to_boxes(full[:, 0].numpy(), image_boxes, BOX_MARGIN)
-            for mask, reference in zip(masks, expected, strict=True):
+            for pending, reference in zip(masks, expected, strict=True):
+                mask = pending.paste()  # on the CPU, pasted on a host thread
                 assert (mask.image_height, mask.image_width) == (height, width)
                 assert iou(mask.to_full(), reference) >= 0.99
 
@@ -74,7 +78,8 @@ def test_masks_of_a_reduced_copy_are_pasted_at_the_scene_size(
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     half = rgb[::2, ::2]
     [(masks, _)] = segmenter.segment([half], [boxes / 2], [rgb.shape[:2]])
-    for mask, box in zip(masks, boxes, strict=True):
+    for pending, box in zip(masks, boxes, strict=True):
+        mask = pending.paste()
         assert (mask.image_height, mask.image_width) == rgb.shape[:2]
         x1, y1, x2, y2 = box_region(box, *rgb.shape[:2], BOX_MARGIN)
         assert abs(mask.x - x1) <= 1 and abs(mask.y - y1) <= 1

@@ -6,7 +6,9 @@ points are:
 * :func:`probe_image` -- a cheap, header-only check (format, size, frame count) that never
   decodes pixel data, so it is safe to call on anything before committing to a decode.
 * :func:`load_image` -- probe, then a full decode of the first frame into a ``(H, W, 3)``
-  ``uint8`` RGB array (EXIF orientation applied) plus an optional boolean opacity mask.
+  ``uint8`` RGB array (EXIF orientation applied) plus an optional boolean opacity mask
+  (complete RGB and greyscale JPEGs are decoded by OpenCV, the fastest way to an array:
+  :func:`_decode_jpeg`).
 
 Every failure is reported as :class:`ImageError` (a :class:`ValueError`) whose message is a
 clear, user-facing reason. Pillow's own exceptions never escape.
@@ -216,6 +218,10 @@ def load_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> Load
     """
     im, info = _open_checked(data, max_pixels)
     try:
+        rgb = _decode_jpeg(data, im)
+        if rgb is not None:
+            height, width = rgb.shape[:2]
+            return LoadedImage(rgb=rgb, alpha=None, info=replace(info, width=width, height=height))
         with _converting_errors(max_pixels):
             im.load()
             _check_size(im.size, max_pixels)  # a GIF frame may enlarge the canvas
@@ -266,6 +272,32 @@ def _open_checked(
         format=fmt, mime=_MIME_BY_FORMAT[fmt], width=width, height=height, frames=frames
     )
     return im, info
+
+
+def _decode_jpeg(data: bytes | bytearray | memoryview, im: Image.Image) -> np.ndarray | None:
+    """A complete RGB or greyscale JPEG decoded by OpenCV, upright; None for anything else.
+
+    OpenCV's libjpeg-turbo writes straight into the array it returns (and applies the EXIF
+    orientation), where Pillow's RGB goes through two more full-size copies: 12-megapixel
+    photos decode in about a third of the time. Only files that end with the JPEG end-of-
+    image marker take this way, because OpenCV decodes a truncated file with a grey bottom
+    instead of failing; the rest, and any file OpenCV refuses or decodes to an unexpected
+    size, go through Pillow and its error messages.
+    """
+    if im.format != "JPEG" or im.mode not in ("RGB", "L") or bytes(data[-2:]) != b"\xff\xd9":
+        return None
+    import cv2  # here: the API and the CLI never decode, and OpenCV takes a while to import
+
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
+        return None
+    width, height = im.size
+    with suppress(Exception):
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+            width, height = height, width
+    if rgb.shape != (height, width, 3):
+        return None
+    return rgb
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Outcome", "default_host_threads", "host_pool", "pipelined"]
+__all__ = ["Outcome", "default_host_threads", "host_pool", "pipelined", "single_threaded_libraries"]
 
 T = TypeVar("T")  # an item (a scene id)
 D = TypeVar("D")  # its decoded input
@@ -50,12 +50,31 @@ _pools_lock = threading.Lock()
 
 def host_pool(threads: int) -> ThreadPoolExecutor:
     """This process's pool of ``threads`` host threads (created on first use, after a
-    worker's fork; a forked child never uses its parent's)."""
+    worker's fork; a forked child never uses its parent's), with NumPy's BLAS on one thread
+    (:func:`single_threaded_libraries`)."""
     key = (os.getpid(), threads)
     with _pools_lock:
         if key not in _pools:
+            single_threaded_libraries()
             _pools[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ai-host")
         return _pools[key]
+
+
+def single_threaded_libraries() -> None:
+    """Run NumPy's BLAS (OpenBLAS, with threadpoolctl) and OpenCV on one thread each in
+    this process: the host threads are its parallelism.
+
+    Host work is many small matrix products (k-means over a palette's bins) and a few
+    OpenCV calls (JPEG orientation, resizing) on several host threads at once; the
+    libraries' own threads only contend with them and with the models (palettes 25-30 %
+    slower on a 2-core machine). Torch's thread pool is left as ``MODOMO_TORCH_THREADS``
+    sets it.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    cv2.setNumThreads(1)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,23 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-from modomo.analysis.colors import extract_palette
+from modomo.analysis.colors import Palette, extract_palette
 from modomo.analysis.depth import DepthMap, depth_stats, encode_depth_png
 from modomo.analysis.masks import BoxMask, box_iou, box_region, encode_box_rle, xyxy_to_xywh
 from modomo.images import LoadedImage
 from modomo.inference.clock import StageClock
 from modomo.inference.stages import stage
+from modomo.models.segmenter import PendingMask
 
-__all__ = ["MASKS_KEY", "SAMPLE_PIXELS", "Inferred", "SceneResult", "finish_scene"]
+__all__ = [
+    "MASKS_KEY",
+    "SAMPLE_PIXELS",
+    "SCENE_SAMPLE_PIXELS",
+    "Inferred",
+    "SceneResult",
+    "finish_scene",
+    "scene_palette",
+]
 
 SAMPLE_PIXELS = 16_384
 """Pixels of an object its palette and depth statistics are computed from (all of them when
@@ -31,9 +40,15 @@ it has fewer). On the sample photos this costs a mean CIE76 ΔE of well under 1 
 palettes over every pixel (``bench/ai_host.py`` measures and prints it), while a palette's
 k-means stays a few milliseconds whatever the object's size."""
 
+SCENE_SAMPLE_PIXELS = 1 << 20
+"""Pixels of a scene its palette is computed from, drawn uniformly (every pixel of a scene
+of up to a megapixel): the histogram of a million pixels is the 12-megapixel photo's within
+a fraction of a ΔE (``bench/ai_host.py``), at a twelfth of the cost."""
+
 MASKS_KEY = "box_mask"
-"""``Detections.data`` key of the objects' :class:`~modomo.analysis.masks.BoxMask` (N,) object
-array, set by the segment stage."""
+"""``Detections.data`` key of the objects' masks, an (N,) object array set by the segment
+stage: :class:`~modomo.analysis.masks.BoxMask`, or on a CPU
+:class:`~modomo.models.segmenter.PendingMask` to paste here."""
 
 
 @dataclass
@@ -69,6 +84,28 @@ class SceneResult:
     depth_info: dict[str, Any] | None = None
     depth_model: str | None = None
     colors: dict[str, Any] | None = None
+
+
+def scene_palette(image: LoadedImage, k: int) -> Palette:
+    """The scene's palette from at most :data:`SCENE_SAMPLE_PIXELS` of its opaque pixels.
+
+    Raises:
+        ValueError: no opaque pixel (see :func:`~modomo.analysis.colors.extract_palette`).
+    """
+    rgb, alpha = image.rgb, image.alpha
+    height, width = rgb.shape[:2]
+    if height * width <= SCENE_SAMPLE_PIXELS:
+        return extract_palette(rgb, alpha, k=k)
+    flat = np.random.default_rng(0).integers(0, height * width, SCENE_SAMPLE_PIXELS)
+    if alpha is not None:
+        flat = flat[alpha.reshape(-1)[flat]]
+    return extract_palette(pixels_at(rgb, flat)[None], k=k)
+
+
+def pixels_at(rgb: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """The (n, 3) uint8 colours of an (H, W, 3) image at (n,) row-major pixel indices (one
+    gather along the pixel axis: several times faster than indexing rows and columns)."""
+    return np.take(rgb.reshape(-1, 3), flat, axis=0)
 
 
 def finish_scene(
@@ -116,7 +153,7 @@ def finish_scene(
             result.depth_model = depth.model
     if "colors" in stages and (image.alpha is None or image.alpha.any()):
         with stage("colors"), clock.measure("colors"):
-            result.colors = extract_palette(rgb, image.alpha, k=palette_size).to_dict()
+            result.colors = scene_palette(image, palette_size).to_dict()
     det = inferred.detections
     models = dict(model_labels) if len(det) else {}
     if depth is not None:
@@ -142,7 +179,9 @@ def finish_scene(
             region = BoxMask.filled(box_region(box, height, width), height, width)
         if masks is not None:
             with stage("segment"), clock.measure("masks"):
-                mask: BoxMask = masks[i]
+                mask = masks[i]
+                if isinstance(mask, PendingMask):
+                    mask = mask.paste()
                 row["mask_rle"] = encode_box_rle(mask)
                 row["mask_area"] = mask.area
                 mask_box = mask.bbox_xyxy()
@@ -160,6 +199,7 @@ def finish_scene(
                     row["depth_median"], row["depth_min"], row["depth_max"] = stats
         if "colors" in stages and rows.size:
             with stage("colors"), clock.measure("colors"):
-                row["colors"] = extract_palette(rgb[rows, cols][None], k=palette_size).to_dict()
+                pixels = pixels_at(rgb, rows * width + cols)
+                row["colors"] = extract_palette(pixels[None], k=palette_size).to_dict()
         result.objects.append(row)
     return result

@@ -19,6 +19,7 @@ upsampling per box (9 s per 12-megapixel photo with 40 objects on a CPU).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,15 @@ from modomo.analysis.masks import BoxMask, box_region
 from modomo.models.device import torch_dtype
 from modomo.models.weights import Weights
 
-__all__ = ["BOX_MARGIN", "Sam2Segmenter", "bilinear_taps", "paste_in_region", "paste_masks"]
+__all__ = [
+    "BOX_MARGIN",
+    "PendingMask",
+    "Sam2Segmenter",
+    "bilinear_taps",
+    "masks_from_logits",
+    "paste_in_region",
+    "paste_masks",
+]
 
 BOXES_PER_CALL = 64
 """Box prompts decoded per mask-decoder call (bounds memory on crowded scenes)."""
@@ -38,44 +47,44 @@ SAM's box-prompted masks sometimes leak into an adjacent surface of the same col
 into the wall behind it), and pixels far outside the detector's box are not the object."""
 
 
-def bilinear_taps(size_in: int, size_out: int, device: Any = "cpu") -> tuple[Any, Any, Any]:
+def bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per output pixel, the two input pixels and the weight of the second, as PyTorch's
     bilinear upsampling with ``align_corners=False`` computes them
     (``area_pixel_compute_source_index`` in ATen's ``UpSample.h``): source position
-    ``max((i + 0.5) * size_in / size_out - 0.5, 0)``.
+    ``max((i + 0.5) * size_in / size_out - 0.5, 0)``, in float32.
 
     Returns:
-        ``(lower, upper, weight)``: (size_out,) int64, int64 and float32 torch tensors.
+        ``(lower, upper, weight)``: (size_out,) int64, int64 and float32 arrays.
     """
-    import torch
-
-    scale = torch.tensor(size_in / size_out, dtype=torch.float32)
-    source = (torch.arange(size_out, device=device, dtype=torch.float32) + 0.5) * scale - 0.5
-    source = source.clamp_min(0)
-    lower = source.floor().long().clamp_max(size_in - 1)
-    upper = (lower + 1).clamp_max(size_in - 1)
-    return lower, upper, source - lower
+    scale = np.float32(size_in / size_out)
+    source = (np.arange(size_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    source = np.maximum(source, np.float32(0))
+    lower = np.minimum(source.astype(np.int64), size_in - 1)
+    upper = np.minimum(lower + 1, size_in - 1)
+    return lower, upper, (source - lower).astype(np.float32)
 
 
 def paste_in_region(
     logits: Any,
-    rows: tuple[Any, Any, Any],
-    cols: tuple[Any, Any, Any],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
     region: tuple[int, int, int, int],
     threshold: float = 0.0,
 ) -> np.ndarray:
     """Upsample one mask's logits over a region of the image and threshold them.
 
-    On an accelerator every pixel of the region is interpolated there and only the booleans
-    are copied to the host. On the CPU the same result is found cell by cell: a pixel's
-    value is a convex combination of the four logits around it, so where all four are above
-    the threshold (or none is) the whole cell of pixels between them is decided at once, and
-    only the pixels of cells on the mask's edge are interpolated (every pixel is, when more
-    than :data:`EDGE_CELLS` of the cells are on an edge).
+    On an accelerator (``logits`` a torch tensor there) every pixel of the region is
+    interpolated on the device and only the booleans are copied to the host. On the CPU
+    (``logits`` a NumPy array: no torch, so host threads do not contend for torch's thread
+    pool) the same result is found cell by cell: a pixel's value is a convex combination of
+    the four logits around it, so where all four are above the threshold (or none is) the
+    whole cell of pixels between them is decided at once, and only the pixels of cells on
+    the mask's edge are interpolated (every pixel is, when more than :data:`EDGE_CELLS` of the
+    cells are on an edge).
 
     Args:
-        logits: (h, w) float torch tensor, the mask decoder's low-resolution output for the
-            whole image.
+        logits: (h, w) float array or torch tensor, the mask decoder's low-resolution output
+            for the whole image.
         rows, cols: :func:`bilinear_taps` from ``h`` to the image height and from ``w`` to
             the image width (computed once per image).
         region: ``(x1, y1, x2, y2)`` integer pixels, exclusive right/bottom edge.
@@ -85,17 +94,33 @@ def paste_in_region(
         (y2 - y1, x2 - x1) bool array in Fortran (column-major) order, COCO RLE's order.
     """
     x1, y1, x2, y2 = region
-    if logits.device.type == "cpu":
-        crop = _paste_by_cells(logits.numpy(), rows, cols, region, threshold)
+    if isinstance(logits, np.ndarray):
+        crop = _paste_by_cells(logits, rows, cols, region, threshold)
         if crop is not None:
             return crop
+        return np.asfortranarray(_interpolate(logits, rows, cols, region) > threshold)
+    import torch
+
+    top, bottom, wy = (torch.from_numpy(t[y1:y2]).to(logits.device) for t in rows)
+    left, right, wx = (torch.from_numpy(t[x1:x2]).to(logits.device) for t in cols)
+    band = (logits[:, left] * (1 - wx) + logits[:, right] * wx).T  # (region columns, h)
+    values = band[:, top] * (1 - wy) + band[:, bottom] * wy
+    return np.asarray((values > threshold).contiguous().cpu().numpy()).T
+
+
+def _interpolate(
+    grid: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
+    region: tuple[int, int, int, int],
+) -> np.ndarray:
+    """Every pixel of the region, columns first: (region rows, region columns) float32 in
+    Fortran order."""
+    x1, y1, x2, y2 = region
     top, bottom, wy = (t[y1:y2] for t in rows)
     left, right, wx = (t[x1:x2] for t in cols)
-    # columns first, so the (region columns, region rows) result is the region in COCO's order
-    band = logits[:, left] * (1 - wx) + logits[:, right] * wx  # (h, region columns)
-    band = band.T
-    values = band[:, top] * (1 - wy) + band[:, bottom] * wy
-    return np.asarray((values > threshold).cpu().numpy()).T
+    band = (grid[:, left] * (1 - wx) + grid[:, right] * wx).T  # (region columns, h)
+    return (band[:, top] * (1 - wy) + band[:, bottom] * wy).T
 
 
 EDGE_CELLS = 0.05
@@ -112,8 +137,8 @@ def _paste_by_cells(
 ) -> np.ndarray | None:
     """:func:`paste_in_region` cell by cell on the CPU, or None for a ragged mask."""
     x1, y1, x2, y2 = region
-    top, bottom, wy = (t.numpy()[y1:y2] for t in rows)
-    left, right, wx = (t.numpy()[x1:x2] for t in cols)
+    top, bottom, wy = (t[y1:y2] for t in rows)
+    left, right, wx = (t[x1:x2] for t in cols)
     row_start, row_count = _runs(top)
     col_start, col_count = _runs(left)
     # per cell (i, j): its four corners (i or i+1, j or j+1; clamped at the last) above?
@@ -165,8 +190,8 @@ def paste_masks(logits: Any, boxes: np.ndarray, size: Sequence[int]) -> list[Box
     """Each box's mask, pasted into the box grown by :data:`BOX_MARGIN`.
 
     Args:
-        logits: (N, h, w) float torch tensor, the mask decoder's low-resolution logits for
-            the whole image, on the model's device.
+        logits: (N, h, w) float torch tensor on the model's device, or NumPy array, the mask
+            decoder's low-resolution logits for the whole image.
         boxes: (N, 4) float xyxy prompt boxes in image pixels.
         size: the image's ``(height, width)``.
 
@@ -174,14 +199,52 @@ def paste_masks(logits: Any, boxes: np.ndarray, size: Sequence[int]) -> list[Box
         N :class:`BoxMask`, their regions copied to the host.
     """
     height, width = size
-    rows = bilinear_taps(logits.shape[-2], height, logits.device)
-    cols = bilinear_taps(logits.shape[-1], width, logits.device)
+    rows = bilinear_taps(logits.shape[-2], height)
+    cols = bilinear_taps(logits.shape[-1], width)
     masks = []
     for mask_logits, box in zip(logits, boxes, strict=True):
         region = box_region(box, height, width, BOX_MARGIN)
         crop = paste_in_region(mask_logits, rows, cols, region)
         masks.append(BoxMask(region[0], region[1], crop, height, width))
     return masks
+
+
+@dataclass(frozen=True)
+class PendingMask:
+    """A box's mask logits not yet pasted: on a CPU the pasting is host work, done on a host
+    thread with the rest of the scene's (:mod:`modomo.inference.host`), not on the thread
+    that feeds the models.
+
+    Attributes:
+        logits: (h, w) float32 array, the low-resolution logits over the image.
+        box: (4,) float xyxy prompt box in the scene's pixels.
+        size: the scene's ``(height, width)``.
+    """
+
+    logits: Any
+    box: np.ndarray
+    size: tuple[int, int]
+
+    def paste(self) -> BoxMask:
+        """The mask pasted into the box grown by :data:`BOX_MARGIN` (see :func:`paste_masks`)."""
+        return paste_masks(self.logits[None], self.box[None], self.size)[0]
+
+
+def masks_from_logits(
+    logits: Any, boxes: np.ndarray, size: Sequence[int]
+) -> list[BoxMask] | list[PendingMask]:
+    """Each box's mask: pasted now on an accelerator, left to a host thread on the CPU.
+
+    Args:
+        logits: (N, h, w) float torch tensor on the model's device.
+        boxes: (N, 4) float xyxy boxes in the scene's pixels.
+        size: the scene's ``(height, width)``.
+    """
+    if logits.device.type != "cpu":
+        return paste_masks(logits, boxes, size)
+    height, width = size
+    grids = logits.numpy()
+    return [PendingMask(m, b, (height, width)) for m, b in zip(grids, boxes, strict=True)]
 
 
 class Sam2Segmenter:
@@ -219,8 +282,8 @@ class Sam2Segmenter:
                 size, the box regions scaled to it (default: the inputs' sizes).
 
         Returns:
-            Per image ``(masks, scores)``: N :class:`BoxMask` and (N,) float32 predicted IoU
-            scores.
+            Per image ``(masks, scores)``: N :class:`BoxMask` (:class:`PendingMask` on the
+            CPU, see :func:`masks_from_logits`) and (N,) float32 predicted IoU scores.
         """
         import torch
 
@@ -251,7 +314,7 @@ class Sam2Segmenter:
                     (height, width), (h, w) = targets[index], size
                     scale = np.array([width / w, height / h] * 2, np.float32)  # to the scene
                     logits = output.pred_masks[0, :, 0].float()
-                    masks.extend(paste_masks(logits, chunk * scale, targets[index]))
+                    masks.extend(masks_from_logits(logits, chunk * scale, targets[index]))
                     scores.append(output.iou_scores[0, :, 0].float().cpu().numpy())
                 results.append((masks, np.concatenate(scores)))
         return results
