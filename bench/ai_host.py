@@ -33,7 +33,6 @@ import argparse
 import io
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -278,7 +277,7 @@ def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) 
     """The same images as a detection job through one ``modomo worker --ai`` (Redis +
     PostgreSQL): seconds from dispatch to the job's end, and the worker child's idle and
     peak RSS."""
-    from services import drop_services, fresh_services
+    from services import drop_services, fresh_services, spawn_ai_worker
 
     from modomo.celery_app import app
 
@@ -302,23 +301,7 @@ def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) 
         job_id = create_job("detection", {"bench": "ai_host"})
         report = ingest(job_id, expand_sources([str(folder)]))
         assert len(report.scene_ids) == len(jpegs), report.failed
-        hostname = f"bench-host-{os.getpid()}@localhost"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modomo.cli",
-                "worker",
-                "--ai",
-                "--warmup",
-                "-n",
-                hostname,
-                "-l",
-                os.environ.get("BENCH_LOGLEVEL", "WARNING"),
-            ],
-            cwd=REPO,
-            env=os.environ.copy(),
-        )
+        worker, hostname = spawn_ai_worker()
         while not app.control.ping(destination=[hostname], timeout=1):
             if worker.poll() is not None:
                 raise SystemExit("the AI worker did not start")
@@ -484,7 +467,9 @@ def main() -> None:
             "MODOMO_AI_BATCH_SIZE": str(args.batch),
             "MODOMO_BATCH_SIZE": "16",
         }
-        queued["throughput"] = q = queued_run(jpegs[key] * 2, env, work, 16)
+        queued["throughput"] = q = queued_run(
+            photo_jpegs(key[0], key[1], 2 * args.images), env, work, 16
+        )
         print(
             f"  {key[0]}x{key[1]}/{key[2]}: {q['ms_per_image']:7.0f} ms/image "
             f"{q['images_per_s']:6.2f} images/s ({q['status']}, {q['processed']} processed, "

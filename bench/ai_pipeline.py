@@ -41,6 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from services import spawn_ai_worker  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/13"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -246,23 +250,7 @@ def main() -> None:
         _empty(settings.device)
 
         # queued: one AI worker, warmed up, then the timed job.
-        hostname = f"bench-{secrets.token_hex(3)}@localhost"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modomo.cli",
-                "worker",
-                "--ai",
-                "--warmup",
-                "-n",
-                hostname,
-                "-l",
-                os.environ.get("BENCH_LOGLEVEL", "WARNING"),
-            ],
-            cwd=REPO,
-            env=os.environ.copy(),
-        )
+        worker, hostname = spawn_ai_worker()
         # Broadcast ping needs Redis; on SQLite the warm-up job itself shows the worker is up.
         while args.backend == "redis-pg" and not app.control.ping(
             destination=[hostname], timeout=1

@@ -53,6 +53,34 @@ def drop_services(database: str, redis_url: str, work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def spawn_ai_worker() -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``modomo worker --ai --warmup`` (one AI worker, concurrency 1, models loaded
+    when its child starts) from the repository root with this process's environment; the
+    caller waits for it (a ping needs the Redis broker).
+
+    Returns:
+        The worker process and its hostname.
+    """
+    hostname = f"bench-ai-{secrets.token_hex(3)}@localhost"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modomo.cli",
+            "worker",
+            "--ai",
+            "--warmup",
+            "-n",
+            hostname,
+            "-l",
+            os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+        ],
+        cwd=REPO,
+        env=os.environ.copy(),
+    )
+    return worker, hostname
+
+
 def start_worker(queues: str) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``celery worker -Q queues -c 1`` (prefork) from the repository root with this
     process's environment and wait until it answers a ping (needs the Redis broker).

@@ -115,15 +115,21 @@ def _interpolate(
     region: tuple[int, int, int, int],
 ) -> np.ndarray:
     """Every pixel of the region, columns first: (region rows, region columns) float32 in
-    Fortran order."""
+    Fortran order. Only the grid rows under the region are read."""
     x1, y1, x2, y2 = region
     top, bottom, wy = (t[y1:y2] for t in rows)
     left, right, wx = (t[x1:x2] for t in cols)
-    band = (grid[:, left] * (1 - wx) + grid[:, right] * wx).T  # (region columns, h)
-    return (band[:, top] * (1 - wy) + band[:, bottom] * wy).T
+    if top.size == 0 or left.size == 0:
+        return np.zeros((top.size, left.size), np.float32, order="F")
+    first = top[0]
+    sub = grid[first : bottom[-1] + 1]
+    band = np.ascontiguousarray((sub[:, left] * (1 - wx) + sub[:, right] * wx).T)
+    values = np.take(band, top - first, axis=1) * (1 - wy)
+    values += np.take(band, bottom - first, axis=1) * wy
+    return values.T  # (region columns, region rows) C order: the region in Fortran order
 
 
-EDGE_CELLS = 0.05
+EDGE_CELLS = 0.25
 """Above this share of edge cells in a region (a ragged mask: random weights), interpolating
 every pixel is cheaper than cell by cell."""
 
