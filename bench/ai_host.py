@@ -279,19 +279,19 @@ def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) 
     peak RSS."""
     from services import drop_services, fresh_services, spawn_ai_worker
 
-    from modomo.celery_app import app
+    from modomo.config import get_settings
 
     database, services_work = fresh_services(REDIS_URL)
     os.environ.update(env)
+    get_settings.cache_clear()  # these services' settings, which the Celery app reads too
     worker = None
     try:
-        from modomo.config import get_settings
+        from modomo.celery_app import app
         from modomo.db.migrate import upgrade
         from modomo.jobs import create_job, describe_job, dispatch_batches
         from modomo.sources import expand_sources, ingest
         from modomo.tasks.detection_tasks import process_scenes_batch
 
-        get_settings.cache_clear()
         Path(os.environ["MODOMO_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
         upgrade()
         folder = work / f"queued-{time.monotonic_ns()}"
@@ -302,8 +302,9 @@ def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) 
         report = ingest(job_id, expand_sources([str(folder)]))
         assert len(report.scene_ids) == len(jpegs), report.failed
         worker, hostname = spawn_ai_worker()
+        deadline = time.monotonic() + 600
         while not app.control.ping(destination=[hostname], timeout=1):
-            if worker.poll() is not None:
+            if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the AI worker did not start")
         child = _warm_child(worker.pid)
         idle = child.memory_info().rss / 2**20
@@ -375,9 +376,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="images per size and run")
     parser.add_argument("--batch", type=int, default=4, help="images per model batch")
     parser.add_argument("--palette-photos", type=int, default=8)
-    parser.add_argument("--skip-queued", action="store_true")
-    parser.add_argument("--standin-only", action="store_true", help="only (a)")
+    parser.add_argument(
+        "--parts",
+        default="standin,tiny,queued,palettes",
+        help="comma-separated: standin (a), tiny (b), queued (b, needs tiny), palettes",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     import torch
 
@@ -399,7 +404,7 @@ def main() -> None:
     print("\n(a) STAND-IN models (right-shaped outputs at once): this measures the host")
     print("    ms per image by stage (summed over threads), then wall ms per image, images/s")
     standin: dict[tuple[int, int, int], dict[int, dict[str, Any]]] = {}
-    for key, data in jpegs.items():
+    for key, data in jpegs.items() if "standin" in parts else ():
         standin[key] = {}
         for threads in (1, 2):
             pipeline = DetectionPipeline(StandInModels(key[2]), STAGES, batch_size=args.batch)
@@ -412,8 +417,6 @@ def main() -> None:
                 f"  [{stage_line(result['stages'])}]"
             )
 
-    if args.standin_only:
-        return
     print("\n(b) TINY random-weight models, in-process (host threads: cores - 1)")
     work = Path(tempfile.mkdtemp(prefix="modomo-ai-host-"))
     from ai_pipeline import _script, relabelled_detector
@@ -434,7 +437,7 @@ def main() -> None:
     }
     tiny: dict[tuple[int, int, int], dict[str, Any]] = {}
     host_threads = default_host_threads()
-    for key, data in jpegs.items():
+    for key, data in jpegs.items() if "tiny" in parts else ():
         settings = load_settings(
             data_dir=work / "data",
             device="cpu",
@@ -458,7 +461,7 @@ def main() -> None:
         )
 
     queued: dict[str, Any] = {}
-    if not args.skip_queued:
+    if "queued" in parts and tiny:
         print("\n    queued: Redis + PostgreSQL + modomo worker --ai (concurrency 1)")
         key = (1920, 1440, 30)
         env = {
@@ -490,27 +493,34 @@ def main() -> None:
             f"processed"
         )
 
-    matched, cost, objects = palette_delta_e(40, args.palette_photos)
     from modomo.inference import SAMPLE_PIXELS
 
-    print(
-        f"\npalettes from {SAMPLE_PIXELS} sampled pixels vs all pixels ({objects} objects on "
-        f"{args.palette_photos} sample photos at 4032x3024): mean ΔE {matched:.2f} "
-        f"(sampled colour to nearest full colour, share-weighted); fidelity cost {cost:+.3f} ΔE"
-    )
+    matched = cost = objects = None
+    if "palettes" in parts:
+        matched, cost, objects = palette_delta_e(40, args.palette_photos)
+        print(
+            f"\npalettes from {SAMPLE_PIXELS} sampled pixels vs all pixels ({objects} objects on "
+            f"{args.palette_photos} sample photos at 4032x3024): mean ΔE {matched:.2f} "
+            f"(sampled colour to nearest full colour, share-weighted); fidelity cost {cost:+.3f} ΔE"
+        )
 
     print("\ntargets")
     mid, big, small = (1920, 1440, 30), (4032, 3024, 40), (1280, 960, 5)
-    a_mid, a_big = standin[mid][1]["ms_per_image"], standin[big][1]["ms_per_image"]
-    print(f"  stand-in 1920x1440/30, 1 thread: {a_mid:.0f} ms <= 150: {verdict(a_mid <= 150)}")
-    print(f"  stand-in 4032x3024/40, 1 thread: {a_big:.0f} ms <= 400: {verdict(a_big <= 400)}")
-    growth = tiny[big]["ms_per_image"] / tiny[small]["ms_per_image"]
-    print(f"  tiny models 4032x3024/40 over 1280x960/5: {growth:.2f}x <= 3: {verdict(growth <= 3)}")
-    for key in SIZES:
-        gain = standin[key][2]["images_per_s"] / standin[key][1]["images_per_s"]
+    if standin:
+        a_mid, a_big = standin[mid][1]["ms_per_image"], standin[big][1]["ms_per_image"]
+        print(f"  stand-in 1920x1440/30, 1 thread: {a_mid:.0f} ms <= 150: {verdict(a_mid <= 150)}")
+        print(f"  stand-in 4032x3024/40, 1 thread: {a_big:.0f} ms <= 400: {verdict(a_big <= 400)}")
+        for key in SIZES:
+            gain = standin[key][2]["images_per_s"] / standin[key][1]["images_per_s"]
+            print(
+                f"  stand-in {key[0]}x{key[1]}/{key[2]} two threads over one: {gain:.2f}x "
+                f">= 1.6: {verdict(gain >= 1.6)}"
+            )
+    if tiny:
+        growth = tiny[big]["ms_per_image"] / tiny[small]["ms_per_image"]
         print(
-            f"  stand-in {key[0]}x{key[1]}/{key[2]} two threads over one: {gain:.2f}x >= 1.6: "
-            f"{verdict(gain >= 1.6)}"
+            f"  tiny models 4032x3024/40 over 1280x960/5: {growth:.2f}x <= 3: "
+            f"{verdict(growth <= 3)}"
         )
     if queued:
         ratio = queued["throughput"]["images_per_s"] / tiny[mid]["images_per_s"]
@@ -519,7 +529,8 @@ def main() -> None:
         )
         rise = queued["memory"]["peak_mib"] - queued["memory"]["idle_mib"]
         print(f"  worker child peak over idle: {rise:.0f} MiB <= 1536: {verdict(rise <= 1536)}")
-    print(f"  palettes mean ΔE {matched:.2f} <= 1.0: {verdict(matched <= 1.0)}")
+    if matched is not None:
+        print(f"  palettes mean ΔE {matched:.2f} <= 1.0: {verdict(matched <= 1.0)}")
 
 
 if __name__ == "__main__":

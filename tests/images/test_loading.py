@@ -16,6 +16,7 @@ from modomo.images.loading import (
     SUPPORTED_FORMATS,
     ImageError,
     ImageInfo,
+    _decode_jpeg_torch,
     load_image,
     probe_image,
     sniff_mime,
@@ -302,6 +303,9 @@ def test_jpegs_decode_as_pillow_decodes_them_in_every_orientation(
     assert (loaded.info.width, loaded.info.height) == (expected.shape[1], expected.shape[0])
     assert np.abs(loaded.rgb.astype(np.int16) - expected).max() <= 2
     assert loaded.rgb.flags.c_contiguous and loaded.rgb.flags.writeable and loaded.alpha is None
+    # the way a CUDA device decodes (torchvision's decode_jpeg), here on the CPU
+    on_device = _decode_jpeg_torch(data, "cpu")
+    assert np.abs(on_device.astype(np.int16) - expected).max() <= 2
 
 
 def test_cmyk_jpeg_is_converted_to_close_rgb() -> None:

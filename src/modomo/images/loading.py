@@ -191,7 +191,9 @@ def probe_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> Ima
     return info
 
 
-def load_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> LoadedImage:
+def load_image(
+    data: bytes | bytearray | memoryview, *, max_pixels: int, device: str | None = None
+) -> LoadedImage:
     """Decode an image (first frame) into an upright RGB array and an optional opacity mask.
 
     Conversions: ``L``/``1``/``P``/``YCbCr``/``CMYK`` (via Pillow's ``convert``) become RGB;
@@ -205,6 +207,9 @@ def load_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> Load
     Args:
         data: The complete file contents.
         max_pixels: Largest accepted ``width * height``; must be positive.
+        device: a CUDA torch device (``cuda``, ``cuda:N``) to decode complete JPEGs on with
+            nvJPEG (torchvision's ``decode_jpeg``), the pixels then copied to the host; any
+            other value, or a failure there, decodes on the CPU.
 
     Returns:
         The decoded image; see :class:`LoadedImage` for shapes and dtypes.
@@ -218,7 +223,7 @@ def load_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> Load
     """
     im, info = _open_checked(data, max_pixels)
     try:
-        rgb = _decode_jpeg(data, im)
+        rgb = _decode_jpeg(data, im, device)
         if rgb is not None:
             height, width = rgb.shape[:2]
             return LoadedImage(rgb=rgb, alpha=None, info=replace(info, width=width, height=height))
@@ -274,30 +279,50 @@ def _open_checked(
     return im, info
 
 
-def _decode_jpeg(data: bytes | bytearray | memoryview, im: Image.Image) -> np.ndarray | None:
-    """A complete RGB or greyscale JPEG decoded by OpenCV, upright; None for anything else.
+def _decode_jpeg(
+    data: bytes | bytearray | memoryview, im: Image.Image, device: str | None = None
+) -> np.ndarray | None:
+    """A complete RGB or greyscale JPEG decoded upright by OpenCV, or on a CUDA device by
+    nvJPEG; None for anything else.
 
     OpenCV's libjpeg-turbo writes straight into the array it returns (and applies the EXIF
     orientation), where Pillow's RGB goes through two more full-size copies: 12-megapixel
-    photos decode in about a third of the time. Only files that end with the JPEG end-of-
-    image marker take this way, because OpenCV decodes a truncated file with a grey bottom
-    instead of failing; the rest, and any file OpenCV refuses or decodes to an unexpected
+    photos decode in about a third of the time. On a GPU, nvJPEG decodes there and only the
+    pixels come back, sparing the host the decoding. Only files that end with the JPEG
+    end-of-image marker take these ways, because both decode a truncated file with a grey
+    bottom instead of failing; the rest, and any file they refuse or decode to an unexpected
     size, go through Pillow and its error messages.
     """
     if im.format != "JPEG" or im.mode not in ("RGB", "L") or bytes(data[-2:]) != b"\xff\xd9":
-        return None
-    import cv2  # here: the API and the CLI never decode, and OpenCV takes a while to import
-
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    if rgb is None:
         return None
     width, height = im.size
     with suppress(Exception):
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
             width, height = height, width
-    if rgb.shape != (height, width, 3):
+    rgb = None
+    if device is not None and device.startswith("cuda"):
+        with suppress(Exception):  # no nvJPEG, a file it refuses: decode on the CPU
+            rgb = _decode_jpeg_torch(data, device)
+    if rgb is None:
+        import cv2  # here: the API and the CLI never decode, and OpenCV takes a while to import
+
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None or rgb.shape != (height, width, 3):
         return None
-    return rgb
+    return np.ascontiguousarray(rgb)
+
+
+def _decode_jpeg_torch(data: bytes | bytearray | memoryview, device: str) -> np.ndarray:
+    """A JPEG decoded upright by torchvision on ``device`` (nvJPEG on CUDA), as (H, W, 3)
+    uint8 RGB on the host."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    decoded = decode_jpeg(
+        encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+    )
+    return decoded.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:

@@ -52,15 +52,16 @@ UNUSABLE = {"status": SceneStatus.FAILED}
 """Scene values for an image that cannot be decoded."""
 
 
-def load_scene_image(image_key: str) -> LoadedImage:
-    """Read a stored image and decode it (RGB plus the alpha mask of transparent images).
+def load_scene_image(image_key: str, device: str | None = None) -> LoadedImage:
+    """Read a stored image and decode it (RGB plus the alpha mask of transparent images);
+    a CUDA ``device`` decodes JPEGs there (see :func:`modomo.images.load_image`).
 
     Raises:
         ImageError: the image is not usable (corrupt, truncated, too large …).
         FileNotFoundError: the image is missing from the artifact store.
     """
     data = artifact_store().get_bytes(image_key)
-    return load_image(data, max_pixels=get_settings().max_image_pixels)
+    return load_image(data, max_pixels=get_settings().max_image_pixels, device=device)
 
 
 def load_scene_images(

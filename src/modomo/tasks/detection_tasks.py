@@ -175,7 +175,7 @@ def process_scenes_batch(
             key = keys.get(sid)
             if not key:
                 raise LookupError(f"scene {sid} has no stored image")
-            return pipeline.prepare(load_scene_image(key))
+            return pipeline.prepare(load_scene_image(key, pipeline.models.device))
 
         def infer(scenes: list[SceneInput], chunk: list[uuid.UUID]) -> list[Any]:
             return pipeline.infer(scenes, [given.get(sid) for sid in chunk])
