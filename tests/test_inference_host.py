@@ -135,3 +135,29 @@ def test_default_host_threads_leaves_a_core_for_the_device_feeder() -> None:
     import os
 
     assert default_host_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_a_stalled_read_does_not_hold_back_earlier_outcomes() -> None:
+    stalled = threading.Event()
+    release = threading.Event()
+
+    def load(item: int) -> int:
+        if item == 1:  # the second batch's read hangs, holding the only host thread
+            stalled.set()
+            release.wait(10)
+        return item
+
+    counted: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        outcomes = pipelined(batches(3, 1), load, lambda v, i: v, lambda i, v, o: o, pool)
+        waiter = threading.Thread(target=lambda: counted.extend(o.item for o in outcomes))
+        waiter.start()
+        assert stalled.wait(5)
+        # the first scene's host work ran on the main thread and its outcome came out
+        deadline = time.monotonic() + 5
+        while counted != [0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert counted == [0]
+        release.set()
+        waiter.join(10)
+    assert counted == [0, 1, 2]

@@ -8,12 +8,15 @@ feeds the device; :func:`pipelined` keeps the host work around it off that threa
     main thread:          infer k+1 ─────────────────────────── count k, infer k+2 …
 
 Batch k+1 is decoded while batch k is inferred, and batch k's scenes are finished (masks to
-RLE, palettes, depth PNG, storage) while batch k+1 is on the device. At most ``lookahead``
-batches are decoded ahead and ``finishing`` batches await their host work, so memory stays
-flat however long the task. Decoding (Pillow/libjpeg-turbo), NumPy's large-array work,
-PNG encoding and I/O release the GIL, so threads rather than processes: no image is copied
-between processes. Our own code because this scheduling is the product's core (what keeps a
-GPU busy); a ``torch.utils.data.DataLoader`` covers only the decode side of it.
+RLE, palettes, depth PNG, storage) while batch k+1 is on the device. While the main thread
+waits for a batch's inputs, it hands over the outcomes already finished and takes on itself
+the host work no thread has started, so a stalled read cannot hold back earlier scenes. At
+most ``lookahead`` batches are decoded ahead and ``finishing`` batches await their host work,
+so memory stays flat however long the task. Decoding (OpenCV, Pillow), NumPy's large-array
+work, PNG encoding and I/O release the GIL, so threads rather than processes: no image is
+copied between processes (though palettes' k-means, many small NumPy calls, holds it). Our
+own code because this scheduling is the product's core (what keeps a GPU busy); a
+``torch.utils.data.DataLoader`` covers only the decode side of it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Outcome", "default_host_threads", "host_pool", "pipelined", "single_threaded_libraries"]
 
@@ -98,6 +101,7 @@ class Outcome(Generic[T, R]):
 class _Batch(Generic[T]):
     items: Sequence[T]
     outcomes: list[Outcome | Future]
+    work: dict[int, tuple[Any, ...]]  # a finish future's arguments, by slot
 
 
 def pipelined(
@@ -147,7 +151,16 @@ def pipelined(
         while loading:
             items, loads = loading.popleft()
             submit_loads(lookahead)
+            # While this batch's inputs are not ready: hand over what is finished, and do
+            # here the host work still queued behind those loads (a stalled read holding the
+            # host threads must not hold back the outcomes of earlier batches).
+            while True:
+                while done and _settled(done[0]):
+                    yield from _drain(done.popleft())
+                if all(f.done() for f in loads) or not _steal(done):
+                    break
             outcomes: list[Outcome | Future] = []
+            work: dict[int, tuple[Any, ...]] = {}
             ready: list[tuple[int, T, D]] = []
             for item, future in zip(items, loads, strict=True):
                 try:
@@ -163,8 +176,9 @@ def pipelined(
                     if isinstance(output, BaseException):
                         outcomes[slot] = Outcome(item, error=output)
                     else:
-                        outcomes[slot] = pool.submit(_finished, finish, item, value, output)
-            done.append(_Batch(items, outcomes))
+                        work[slot] = (finish, item, value, output)
+                        outcomes[slot] = pool.submit(_finished, *work[slot])
+            done.append(_Batch(items, outcomes, work))
             while len(done) > finishing or (done and not loading):
                 yield from _drain(done.popleft())
             while done and _settled(done[0]):
@@ -184,6 +198,16 @@ def _finished(finish: Callable[[T, D, I], R], item: T, value: D, output: I) -> O
         return Outcome(item, result=finish(item, value, output))
     except Exception as exc:
         return Outcome(item, error=exc)
+
+
+def _steal(batches: Iterable[_Batch]) -> bool:
+    """Run on this thread the oldest finish call no host thread has started; False if none."""
+    for batch in batches:
+        for slot, entry in enumerate(batch.outcomes):
+            if isinstance(entry, Future) and entry.cancel():
+                batch.outcomes[slot] = _finished(*batch.work[slot])
+                return True
+    return False
 
 
 def _settled(batch: _Batch) -> bool:
