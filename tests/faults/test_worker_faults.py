@@ -40,6 +40,7 @@ pytestmark = pytest.mark.faults
 
 PY = sys.executable
 QUEUE = "color_processing"
+AI_QUEUE = "ai_processing"
 KILL_VISIBILITY_S = 32
 KILL_LIMITS = {
     "MODOMO_TASK_SOFT_TIME_LIMIT": "28",
@@ -125,11 +126,12 @@ class Stack:
         return process
 
     # --- workers --------------------------------------------------------------------------
-    def worker(self, name: str, concurrency: int = 1, **env: str) -> Worker:
-        """Start ``modomo worker`` on the colour queue; returns once it answers a ping."""
+    def worker(self, name: str, concurrency: int = 1, queue: str = QUEUE, **env: str) -> Worker:
+        """Start ``modomo worker`` on ``queue`` (the colour queue); returns once it answers a
+        ping."""
         hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
         log = self.data_dir / f"worker-{name}.log"
-        argv = [PY, "-m", "modomo.cli", "worker", "-Q", QUEUE, "-c", str(concurrency)]
+        argv = [PY, "-m", "modomo.cli", "worker", "-Q", queue, "-c", str(concurrency)]
         process = self.spawn([*argv, "-n", hostname], log, **env)
         worker = Worker(hostname, process, log)
         deadline = time.monotonic() + 60
@@ -474,6 +476,73 @@ def test_killed_worker_batch_is_redelivered_to_another_worker(stack: Stack, tmp_
         redelivered_to=redelivered_to[0].split("-")[0],
         job=[job["status"], job["processed"], job["failed"], job["total"]],
         integrity=counts,
+    )
+
+
+def test_killed_ai_worker_counts_each_scene_once(
+    stack: Stack, tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    """The pipelined AI worker (host threads decoding and finishing beside the models) is
+    SIGKILLed holding a batch: the batch comes back after the visibility timeout, and every
+    scene is counted once, with one set of objects."""
+    from tests.fixture_scenes import FIXTURE_WEIGHTS, synthetic_scenes
+
+    folder = tmp_path / "ai-killed"
+    folder.mkdir()
+    for index, (rgb, _, _) in enumerate(synthetic_scenes(8, seed=41)):
+        (folder / f"{index:02d}.png").write_bytes(encode(rgb))
+    ai = {
+        **KILL_LIMITS,
+        "MODOMO_DEVICE": "cpu",
+        "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
+        "MODOMO_SEGMENTER_WEIGHTS": str(tiny_models["sam2"]),
+        "MODOMO_DEPTH_WEIGHTS": str(tiny_models["depth_anything"]),
+        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(tiny_models["zoedepth"]),
+        "MODOMO_AI_BATCH_SIZE": "1",  # a chunk per scene: the batch's first is counted alone
+    }
+    client = stack.process(folder, "--pipeline", "full", "--batch-size", "4", "--no-wait", **ai)
+    job_id = stack.job_id(client, folder)
+    assert client.wait(60) == 0, stack.client_log(folder)
+    wait_until(lambda: len(stack.queued_batches(AI_QUEUE)) == 2, 30, "the batches")
+    doomed_batch = stack.queued_batches(AI_QUEUE)[0]
+    stall = stack.stall(doomed_batch[1])
+
+    doomed = stack.worker("ai-one", queue=AI_QUEUE, **ai)
+    # the worker counts the batch's first scene, then waits on the second's read
+    wait_until(lambda: stack.scene_done(job_id, doomed_batch[0]), 120, "the batch's 1st scene")
+    counted_before = sum(stack.scene_done(job_id, s) for s in doomed_batch)
+    doomed.kill()
+    killed_at = time.monotonic()
+    stall.release()
+    time.sleep(max(0.0, killed_at + KILL_VISIBILITY_S + 0.5 - time.monotonic()))
+    stack.worker("ai-replacement", queue=AI_QUEUE, **ai)
+    job = stack.wait_job(job_id, timeout=240)
+    counts = stack.integrity(job_id)
+    (objects,) = stack.query(
+        "SELECT count(*), count(DISTINCT (scene_id, bbox::text)) FROM detected_objects "
+        "WHERE job_id = :j",
+        j=job_id,
+    )
+
+    assert (job["status"], job["total"], job["processed"], job["failed"]) == (
+        "completed",
+        8,
+        8,
+        0,
+    ), job
+    assert counts["job_scene_rows"] == counts["distinct_scenes"] == 8
+    assert counts["pending"] == 0 and counts["failure_rows"] == 0
+    assert objects[0] > 0 and objects[0] == objects[1]  # recomputed scenes: objects replaced
+    assert counts["redone"] >= counted_before >= 1
+    record(
+        "ai_worker_sigkill_mid_batch",
+        scenes=8,
+        batch_size=4,
+        counted_in_killed_batch_before_kill=counted_before,
+        scenes_recomputed_after_counting=counts["redone"],
+        kill_to_completed_s=round(time.monotonic() - killed_at, 1),
+        objects=objects[0],
+        job=[job["status"], job["processed"], job["failed"], job["total"]],
     )
 
 
