@@ -311,11 +311,12 @@ def queued_run(jpegs: list[bytes], env: dict[str, str], work: Path, batch: int) 
                 raise SystemExit("the AI worker did not start")
         child = _warm_child(worker.pid)
         idle = child.memory_info().rss / 2**20
+        sampler = _PeakRss(worker.pid)
         started = time.perf_counter()
         dispatch_batches(job_id, process_scenes_batch, report.scene_ids, batch)
         _wait_final(job_id)
         seconds = time.perf_counter() - started
-        peak = _vm_hwm_mib(child.pid)
+        peak = sampler.stop()
         job = describe_job(job_id)
     finally:
         if worker is not None:
@@ -352,11 +353,34 @@ def _warm_child(pid: int) -> Any:
     raise SystemExit("the AI worker's child did not settle")
 
 
-def _vm_hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+class _PeakRss:
+    """The largest RSS of a worker's children, sampled every 0.1 s on a thread (a child the
+    worker replaces takes its peak with it, so /proc's VmHWM at the end would miss it)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.1):
+            try:
+                for child in psutil.Process(self.pid).children():
+                    self.peak = max(self.peak, child.memory_info().rss / 2**20)
+            except psutil.Error:
+                continue
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def _wait_final(job_id: Any, timeout_s: float = 1800) -> None:
