@@ -58,6 +58,7 @@ bench: setup services
 	$(RUN) python bench/colors.py
 	$(RUN) python bench/queue_overhead.py
 	$(RUN) python bench/ai_pipeline.py --size tiny --images 32
+	$(RUN) python bench/ai_host.py
 	$(RUN) python bench/api_load.py
 	$(RUN) python bench/import.py
 	$(RUN) python bench/dedup.py
