@@ -9,6 +9,7 @@ The attribution tests fake the models in-process: one depth call that raises is 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -426,3 +427,49 @@ def test_detection_job_stage_counts_add_up_in_record_and_api(
     with session_scope() as session:  # the record is what the table holds
         assert session.get(Job, job_id) is not None
         assert stage_counts(session, job_id) == job["stages"]
+
+
+def test_a_soft_limit_fails_the_scenes_in_hand_and_sends_the_rest_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipelined batch at its soft time limit: scenes counted stay counted, those on the
+    device fail with the reason, those not reached (or only read ahead) go again."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from modomo.celery_app import app
+    from modomo.queues import purge_queue
+    from modomo.tasks import detection_tasks
+
+    tag = uuid.uuid4().hex
+    job_id, scenes = put_scenes(
+        tmp_path, {f"{i}.png": encode(noise_image(f"{tag}-{i}")) for i in range(6)}
+    )
+    order = [str(s) for s in scenes.values()]
+    models: Any = FakeModels()
+    calls = 0
+
+    def detect(rgbs: Sequence[np.ndarray]) -> list[sv.Detections]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second chunk is on the device when the limit strikes
+            time.sleep(0.5)  # (the first chunk's host work has finished by then)
+            raise SoftTimeLimitExceeded()
+        return FakeModels.detect(rgbs)
+
+    models._detector.detect = detect
+    monkeypatch.setattr(
+        detection_tasks, "_pipeline", lambda stages: DetectionPipeline(models, stages, batch_size=2)
+    )
+    purge_queue(app, "ai_processing")
+    outcome = detection_tasks.process_scenes_batch.run(str(job_id), order)
+    assert (outcome["done"], outcome["failed"]) == (2, 2), outcome
+    job = describe_job(job_id)
+    assert (job["processed"], job["failed"], job["status"]) == (2, 2, "running"), job
+    reasons = {f["scene_id"]: f["error"] for f in job["failures"]}
+    assert set(reasons) == set(order[2:4])
+    assert all("soft time limit" in r for r in reasons.values())
+    # the third chunk (read ahead, never inferred) went again as a new task: purging it
+    # counts its two scenes as failed, which ends the job
+    report = purge_queue(app, "ai_processing")
+    assert report.messages == 1 and report.jobs == [str(job_id)]
+    assert describe_job(job_id)["failed"] == 4

@@ -316,12 +316,17 @@ def _decode_jpeg_torch(data: bytes | bytearray | memoryview, device: str) -> np.
     """A JPEG decoded upright by torchvision on ``device`` (nvJPEG on CUDA), as (H, W, 3)
     uint8 RGB on the host."""
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
 
-    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    decoded = decode_jpeg(
-        encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
-    )
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image codecs for TorchCodec, which has no JPEG
+        # decoder on the GPU yet; nvJPEG through torchvision is still the way
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        decoded = decode_jpeg(
+            encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+        )
     return decoded.permute(1, 2, 0).contiguous().cpu().numpy()
 
 

@@ -113,6 +113,7 @@ def pipelined(
     *,
     lookahead: int = 1,
     finishing: int = 1,
+    started: Callable[[Sequence[T]], None] | None = None,
 ) -> Generator[Outcome[T, R], None, None]:
     """Load, infer and finish batches of items as a pipeline; yield each item's outcome once,
     in order.
@@ -120,7 +121,8 @@ def pipelined(
     ``load`` and ``finish`` run on ``pool``'s threads, one call per item; ``infer`` runs on
     the calling thread, one call per batch, and returns one output (or exception) per loaded
     item. An exception from ``load`` or ``finish``, or returned by ``infer``, fails that item
-    alone; one raised by ``infer`` (an interrupt such as Celery's soft time limit) propagates.
+    alone; one raised by ``infer`` (an interrupt such as Celery's soft time limit) propagates,
+    after the outcomes already finished are yielded.
 
     Closing the generator early (a ``break``, an exception in the consumer) cancels the host
     work not yet started and does not wait for the rest; the items not yet yielded are the
@@ -134,6 +136,8 @@ def pipelined(
         pool: the host threads.
         lookahead: batches loaded ahead of the one on the device (>= 1).
         finishing: batches whose host work may still run while the next is inferred (>= 1).
+        started: called with a batch's items when it becomes the one waited for and
+            inferred (so a consumer knows which items are in hand, not just loaded ahead).
     """
     source = iter(batches)
     loading: deque[tuple[Sequence[T], list[Future[D]]]] = deque()
@@ -151,6 +155,8 @@ def pipelined(
         while loading:
             items, loads = loading.popleft()
             submit_loads(lookahead)
+            if started is not None:
+                started(items)
             # While this batch's inputs are not ready: hand over what is finished, and do
             # here the host work still queued behind those loads (a stalled read holding the
             # host threads must not hold back the outcomes of earlier batches).
@@ -171,7 +177,15 @@ def pipelined(
                 ready.append((len(outcomes), item, value))
                 outcomes.append(Outcome(item))  # replaced below
             if ready:
-                outputs = infer([value for _, _, value in ready], [item for _, item, _ in ready])
+                try:
+                    outputs = infer(
+                        [value for _, _, value in ready], [item for _, item, _ in ready]
+                    )
+                except BaseException:
+                    # an interrupt (a time limit): hand over what is already finished first
+                    while done and _settled(done[0]):
+                        yield from _drain(done.popleft())
+                    raise
                 for (slot, item, value), output in zip(ready, outputs, strict=True):
                     if isinstance(output, BaseException):
                         outcomes[slot] = Outcome(item, error=output)

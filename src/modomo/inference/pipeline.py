@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import supervision as sv
 
@@ -162,6 +161,8 @@ class DetectionPipeline:
         Args:
             image: the decoded scene.
         """
+        import cv2  # here: the API and the CLI import this package but never prepare scenes
+
         with self.clock.measure("prepare"):
             height, width = image.rgb.shape[:2]
             scale = max(self.input_side / max(height, width), DEPTH_SHORT_SIDE / min(height, width))

@@ -188,6 +188,7 @@ def process_scenes_batch(
         size = pipeline.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
         counted: set[uuid.UUID] = set()
+        entered: list[uuid.UUID] = []  # scenes waited for, inferred or finishing
         outcomes = pipelined(
             # a cancelled job stops taking chunks; those in flight are counted
             (chunk for chunk in chunks if reporter.active),
@@ -197,6 +198,7 @@ def process_scenes_batch(
             host_pool(settings.ai_host_threads or default_host_threads()),
             lookahead=settings.ai_batches_in_flight,
             finishing=settings.ai_batches_in_flight,
+            started=entered.extend,
         )
         try:
             with closing(outcomes):
@@ -225,8 +227,10 @@ def process_scenes_batch(
                         stage=at if at in pipeline.stages else None,
                     )
         except SoftTimeLimitExceeded:
-            # the scenes in hand: decoded, on the device or being finished, not yet counted
-            in_hand = [sid for sid in ids if sid not in counted]
+            # the scenes in hand (being read, on the device or finishing) fail with the
+            # reason, so a scene that cannot finish in time is not sent round again; those
+            # only read ahead, and the rest, go again in a new task
+            in_hand = [sid for sid in entered if sid not in counted]
             failed += len(in_hand)
             done -= stop_at_soft_limit(
                 self,
