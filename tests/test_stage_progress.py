@@ -430,14 +430,13 @@ def test_detection_job_stage_counts_add_up_in_record_and_api(
 
 
 def test_a_soft_limit_fails_the_scenes_in_hand_and_sends_the_rest_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ai_worker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pipelined batch at its soft time limit: scenes counted stay counted, those on the
-    device fail with the reason, those not reached (or only read ahead) go again."""
+    """The pipelined batch at its soft time limit (its body run here, with stand-in models):
+    scenes counted stay counted, those on the device fail with the reason, and those not
+    reached (or only read ahead) go again as a new task, which the real AI worker runs."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from modomo.celery_app import app
-    from modomo.queues import purge_queue
     from modomo.tasks import detection_tasks
 
     tag = uuid.uuid4().hex
@@ -460,16 +459,10 @@ def test_a_soft_limit_fails_the_scenes_in_hand_and_sends_the_rest_again(
     monkeypatch.setattr(
         detection_tasks, "_pipeline", lambda stages: DetectionPipeline(models, stages, batch_size=2)
     )
-    purge_queue(app, "ai_processing")
     outcome = detection_tasks.process_scenes_batch.run(str(job_id), order)
     assert (outcome["done"], outcome["failed"]) == (2, 2), outcome
-    job = describe_job(job_id)
-    assert (job["processed"], job["failed"], job["status"]) == (2, 2, "running"), job
+    job = wait_for_job(job_id, timeout_s=240)
+    assert (job["status"], job["processed"], job["failed"]) == ("completed", 4, 2), job
     reasons = {f["scene_id"]: f["error"] for f in job["failures"]}
     assert set(reasons) == set(order[2:4])
     assert all("soft time limit" in r for r in reasons.values())
-    # the third chunk (read ahead, never inferred) went again as a new task: purging it
-    # counts its two scenes as failed, which ends the job
-    report = purge_queue(app, "ai_processing")
-    assert report.messages == 1 and report.jobs == [str(job_id)]
-    assert describe_job(job_id)["failed"] == 4
