@@ -29,6 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from modomo.models.device import usable_cores
+
 __all__ = ["Outcome", "default_host_threads", "host_pool", "pipelined", "single_threaded_libraries"]
 
 T = TypeVar("T")  # an item (a scene id)
@@ -38,13 +40,9 @@ R = TypeVar("R")  # its finished result
 
 
 def default_host_threads() -> int:
-    """The cores this process may use (its CPU affinity), less one for the main thread
-    feeding the device; at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    """The cores this process may use, less one for the main thread feeding the device;
+    at least 1."""
+    return max(1, usable_cores() - 1)
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -161,8 +159,7 @@ def pipelined(
             # here the host work still queued behind those loads (a stalled read holding the
             # host threads must not hold back the outcomes of earlier batches).
             while True:
-                while done and _settled(done[0]):
-                    yield from _drain(done.popleft())
+                yield from _drain_settled(done)
                 if all(f.done() for f in loads) or not _steal(done):
                     break
             outcomes: list[Outcome | Future] = []
@@ -183,8 +180,7 @@ def pipelined(
                     )
                 except BaseException:
                     # an interrupt (a time limit): hand over what is already finished first
-                    while done and _settled(done[0]):
-                        yield from _drain(done.popleft())
+                    yield from _drain_settled(done)
                     raise
                 for (slot, item, value), output in zip(ready, outputs, strict=True):
                     if isinstance(output, BaseException):
@@ -195,8 +191,7 @@ def pipelined(
             done.append(_Batch(items, outcomes, work))
             while len(done) > finishing or (done and not loading):
                 yield from _drain(done.popleft())
-            while done and _settled(done[0]):
-                yield from _drain(done.popleft())
+            yield from _drain_settled(done)
     finally:
         for _, loads in loading:
             for future in loads:
@@ -226,6 +221,12 @@ def _steal(batches: Iterable[_Batch]) -> bool:
 
 def _settled(batch: _Batch) -> bool:
     return all(not isinstance(e, Future) or e.done() for e in batch.outcomes)
+
+
+def _drain_settled(done: deque[_Batch]) -> Generator[Outcome, None, None]:
+    """The outcomes of the oldest batches whose host work has all ended, in order."""
+    while done and _settled(done[0]):
+        yield from _drain(done.popleft())
 
 
 def _drain(batch: _Batch) -> Generator[Outcome, None, None]:

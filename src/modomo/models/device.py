@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["empty_cache", "is_oom", "resolve_device", "set_torch_threads", "torch_dtype"]
+__all__ = [
+    "empty_cache",
+    "is_oom",
+    "resolve_device",
+    "set_torch_threads",
+    "torch_dtype",
+    "usable_cores",
+]
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -70,25 +77,29 @@ def empty_cache(device: str) -> None:
         torch.mps.empty_cache()
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container's cpuset
+    limits; the machine's count where there is no affinity, as on macOS)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def set_torch_threads(threads: int = 0) -> int:
     """Set torch's CPU (intra-op) thread count, whatever an import set it to.
 
     Args:
-        threads: ``MODOMO_TORCH_THREADS``; 0 for the cores this process may use (its CPU
-            affinity, which a container's cpuset limits).
+        threads: ``MODOMO_TORCH_THREADS``; 0 for :func:`usable_cores`.
 
     Returns:
         The count set.
     """
-    import os
-
     import torch
 
-    if threads <= 0:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS
-            threads = os.cpu_count() or 1
+    threads = threads if threads > 0 else usable_cores()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

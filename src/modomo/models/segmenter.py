@@ -18,7 +18,7 @@ upsampling per box (9 s per 12-megapixel photo with 40 objects on a CPU).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,40 +93,49 @@ def paste_in_region(
     Returns:
         (y2 - y1, x2 - x1) bool array in Fortran (column-major) order, COCO RLE's order.
     """
-    x1, y1, x2, y2 = region
     if isinstance(logits, np.ndarray):
         crop = _paste_by_cells(logits, rows, cols, region, threshold)
         if crop is not None:
             return crop
-        return np.asfortranarray(_interpolate(logits, rows, cols, region) > threshold)
+        values = _interpolate(logits, rows, cols, region, np.asarray)
+        return np.ascontiguousarray(values > threshold).T
     import torch
 
-    top, bottom, wy = (torch.from_numpy(t[y1:y2]).to(logits.device) for t in rows)
-    left, right, wx = (torch.from_numpy(t[x1:x2]).to(logits.device) for t in cols)
-    band = (logits[:, left] * (1 - wx) + logits[:, right] * wx).T  # (region columns, h)
-    values = band[:, top] * (1 - wy) + band[:, bottom] * wy
-    return np.asarray((values > threshold).contiguous().cpu().numpy()).T
+    def on_device(taps: np.ndarray) -> Any:
+        return torch.from_numpy(taps).to(logits.device)
+
+    values = _interpolate(logits, rows, cols, region, on_device)
+    return np.ascontiguousarray((values > threshold).cpu().numpy()).T
 
 
 def _interpolate(
-    grid: np.ndarray,
+    grid: Any,
     rows: tuple[np.ndarray, np.ndarray, np.ndarray],
     cols: tuple[np.ndarray, np.ndarray, np.ndarray],
     region: tuple[int, int, int, int],
-) -> np.ndarray:
-    """Every pixel of the region, columns first: (region rows, region columns) float32 in
-    Fortran order. Only the grid rows under the region are read."""
+    convert: Callable[[np.ndarray], Any],
+) -> Any:
+    """Every pixel of the region, columns first, reading only the grid rows under it.
+
+    Args:
+        grid: (h, w) float NumPy array or torch tensor.
+        convert: turns NumPy taps into the grid's kind of array (and device).
+
+    Returns:
+        (region columns, region rows) float values: the region transposed (made contiguous
+        in that order, its ``.T`` is in COCO's column order).
+    """
     x1, y1, x2, y2 = region
     top, bottom, wy = (t[y1:y2] for t in rows)
     left, right, wx = (t[x1:x2] for t in cols)
     if top.size == 0 or left.size == 0:
-        return np.zeros((top.size, left.size), np.float32, order="F")
-    first = top[0]
-    sub = grid[first : bottom[-1] + 1]
-    band = np.ascontiguousarray((sub[:, left] * (1 - wx) + sub[:, right] * wx).T)
-    values = np.take(band, top - first, axis=1) * (1 - wy)
-    values += np.take(band, bottom - first, axis=1) * wy
-    return values.T  # (region columns, region rows) C order: the region in Fortran order
+        return convert(np.zeros((left.size, top.size), np.float32))
+    first = int(top[0])
+    sub = grid[first : int(bottom[-1]) + 1]
+    left, right, wx = convert(left), convert(right), convert(wx)
+    band = (sub[:, left] * (1 - wx) + sub[:, right] * wx).T  # (region columns, sub rows)
+    upper, lower, wy = convert(top - first), convert(bottom - first), convert(wy)
+    return band[:, upper] * (1 - wy) + band[:, lower] * wy
 
 
 EDGE_CELLS = 0.25
@@ -305,6 +314,8 @@ class Sam2Segmenter:
                     results.append(([], np.zeros((0,), np.float32)))
                     continue
                 image_embeddings = [level[index : index + 1] for level in embeddings]
+                (height, width), (h, w) = targets[index], size
+                scale = np.array([width / w, height / h] * 2, np.float32)  # to the scene
                 masks: list[BoxMask] = []
                 scores = []
                 for start in range(0, len(image_boxes), BOXES_PER_CALL):
@@ -317,8 +328,6 @@ class Sam2Segmenter:
                         input_boxes=prompt["input_boxes"].to(self.device, self.dtype),
                         multimask_output=False,
                     )
-                    (height, width), (h, w) = targets[index], size
-                    scale = np.array([width / w, height / h] * 2, np.float32)  # to the scene
                     logits = output.pred_masks[0, :, 0].float()
                     masks.extend(masks_from_logits(logits, chunk * scale, targets[index]))
                     scores.append(output.iou_scores[0, :, 0].float().cpu().numpy())
