@@ -917,6 +917,95 @@ def export(
         console.print(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
 
 
+@app.command("eval")
+def evaluate(
+    gt: Annotated[
+        Path, typer.Option("--gt", help="Ground-truth COCO JSON (images, annotations, categories).")
+    ],
+    job: Annotated[
+        str | None,
+        typer.Option(
+            "--job", help="The job whose detections to score (default: newest detection job)."
+        ),
+    ] = None,
+    iou: Annotated[
+        float, typer.Option(help="IoU threshold of the headline mAP and the per-category AP.")
+    ] = 0.5,
+    iou_type: Annotated[
+        str, typer.Option("--iou-type", help="bbox (boxes) or segm (stored masks).")
+    ] = "bbox",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """COCO mAP (pycocotools COCOeval) of a job's stored detections against a ground truth.
+
+    Ground-truth images are matched to the job's scenes by file name, categories to the
+    taxonomy by exact name; what did not match is listed."""
+    from modomo.console import console
+    from modomo.evaluation import EvaluationError, GroundTruthError, evaluate_job
+
+    if iou_type not in ("bbox", "segm"):
+        raise _fail(f"unknown --iou-type {iou_type!r}; expected bbox or segm")
+    _ensure_database(get_settings())
+    try:
+        result = evaluate_job(gt, job, iou=iou, iou_type=iou_type)  # type: ignore[arg-type]
+    except GroundTruthError as exc:
+        raise _fail(str(exc)) from None
+    except EvaluationError as exc:
+        raise _fail(str(exc), code=1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+        return
+
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    images = result.images
+    console.print(
+        f"job [bold]{result.job_id}[/] ({result.iou_type}): {images['matched']} of "
+        f"{images['gt']} ground-truth images matched, {result.detections} detections on them"
+    )
+    table = Table(
+        "gt category",
+        "taxonomy",
+        "gt objects",
+        "detections",
+        f"AP@{result.iou:g}",
+        title=f"per category, IoU {result.iou:g}",
+    )
+    for row in result.per_category:
+        table.add_row(
+            row["gt_name"],
+            row["category"] or "[yellow]unmapped[/]",
+            str(row["gt_objects"]),
+            str(row["detections"]),
+            figure(row["ap"]),
+        )
+    console.print(table)
+    stats = result.stats
+    console.print(
+        f"[bold]mAP@{result.iou:g} {figure(result.map_at_iou)}[/]   AP@[.5:.95] "
+        f"{figure(stats['ap'])}   AP50 {figure(stats['ap50'])}   AP75 {figure(stats['ap75'])}"
+    )
+    notes = [
+        ("unmapped gt categories (not scored)", result.unmapped_categories),
+        ("never predicted", result.never_predicted),
+        (
+            "detected, not in the ground truth (not scored)",
+            [f"{name} ({n})" for name, n in result.unscored_detections.items()],
+        ),
+    ]
+    for label, names in notes:
+        if names:
+            console.print(f"{label}: {', '.join(names)}")
+    left_out = {k: v for k, v in images.items() if k not in ("gt", "matched", "job_scenes") and v}
+    if left_out:
+        reasons = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items())
+        examples = ", ".join(result.unmatched_examples[:3])
+        console.print(
+            f"ground-truth images left out: {reasons}" + (f" (e.g. {examples})" if examples else "")
+        )
+
+
 SHEET_SCENES = 48
 
 
