@@ -103,7 +103,7 @@ class StandInModels:
 
     def __init__(self, boxes: int) -> None:
         self.boxes = boxes
-        self._detector = _Model(weights=_Label(), detect=self.detect)
+        self._detector = _Model(weights=_Label(), backend="stand-in", detect=self.detect)
         self._segmenter = _Model(weights=_Label(), segment=self.segment)
         self._depth = _Model(estimate=self.estimate)
 

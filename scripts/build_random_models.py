@@ -1,4 +1,5 @@
-"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth and CLIP checkpoints with RANDOM weights.
+"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth, CLIP and Grounding DINO checkpoints with
+RANDOM weights.
 
 For tests and benchmarks only. Model weights cannot be downloaded on CI machines or on the
 offline GPU benchmark node, so the plumbing (loading from a local folder, processors,
@@ -13,7 +14,7 @@ folders are passed to it as local weight paths.
     python scripts/build_random_models.py OUT_DIR [--size tiny|real]
 
 writes ``OUT_DIR/yolo.pt``, ``OUT_DIR/sam2``, ``OUT_DIR/depth_anything``,
-``OUT_DIR/zoedepth`` and ``OUT_DIR/clip``.
+``OUT_DIR/zoedepth``, ``OUT_DIR/clip`` and ``OUT_DIR/grounding_dino``.
 
 CLIP's tokenizer cannot be downloaded either: ``OUT_DIR/clip`` gets a minimal byte-level BPE
 vocabulary (the 256 byte characters, each also as a word end ``</w>``, and the two special
@@ -197,9 +198,67 @@ def _clip(out: Path, size: str) -> None:
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
 
 
+def _grounding_dino(out: Path, size: str) -> None:
+    """Grounding DINO: the defaults are grounding-dino-tiny's architecture (Swin-T image
+    backbone, BERT-base text encoder, 900 queries, 256 text tokens). Its BERT vocabulary
+    cannot be downloaded: the tokenizer gets a WordPiece vocabulary of the words of the
+    taxonomy's prompts (with ``--size real`` the embedding table keeps BERT's 30,522 rows)."""
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    from modomo.analysis.taxonomy import PROMPTS
+
+    words = sorted({w for prompts in PROMPTS.values() for p in prompts for w in p.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+    image_processor = GroundingDinoImageProcessor()
+    if size == "real":
+        config = GroundingDinoConfig()
+    else:
+        config = GroundingDinoConfig(
+            backbone_config=SwinConfig(
+                embed_dim=24,
+                depths=[1, 1, 1, 1],
+                num_heads=[1, 1, 1, 1],
+                out_features=["stage2", "stage3", "stage4"],
+            ),
+            text_config=BertConfig(
+                vocab_size=len(vocab),
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+            ),
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=2,  # the box heads are tied across layers: at least two
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_n_points=2,
+            decoder_n_points=2,
+            num_queries=50,
+        )
+        image_processor = GroundingDinoImageProcessor(
+            size={"shortest_edge": 256, "longest_edge": 400}
+        )
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(out)
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(
+        out
+    )
+
+
 def build(out: Path, size: str = "tiny") -> dict[str, Path]:
-    """Write the five random-weight checkpoints under ``out``; returns their paths (keys
-    ``yolo``, ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``)."""
+    """Write the random-weight checkpoints under ``out``; returns their paths (keys ``yolo``,
+    ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``, ``grounding_dino``)."""
     import torch
 
     torch.manual_seed(0)
@@ -209,6 +268,7 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
         "depth_anything": out / "depth_anything",
         "zoedepth": out / "zoedepth",
         "clip": out / "clip",
+        "grounding_dino": out / "grounding_dino",
     }
     out.mkdir(parents=True, exist_ok=True)
     _yolo(folders["yolo"], size)
@@ -216,6 +276,7 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
     _depth_anything(folders["depth_anything"], size)
     _zoedepth(folders["zoedepth"], size)
     _clip(folders["clip"], size)
+    _grounding_dino(folders["grounding_dino"], size)
     return folders
 
 

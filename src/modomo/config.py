@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["DEFAULT_ROOM_TYPES", "DEFAULT_STYLES", "ConfigError", "Settings", "get_settings"]
 
 ENV_PREFIX = "MODOMO_"
+
+DETECTOR_WEIGHTS = {
+    "yolo": "yolo11n.pt",
+    "grounding-dino": "IDEA-Research/grounding-dino-tiny",
+}
+"""Each detector backend's weights when ``MODOMO_DETECTOR_WEIGHTS`` is not set."""
 
 
 def _env(name: str, *legacy: str) -> AliasChoices:
@@ -291,6 +298,42 @@ class Settings(BaseSettings):
         description="Images a crawl or import ingests per transaction (its cursor moves then).",
     )
 
+    @field_validator("detector_thresholds", "detector_prompts", mode="before")
+    @classmethod
+    def _parse_detector_tables(cls, value: object, info: ValidationInfo) -> object:
+        import json
+
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return {}
+        if info.field_name == "detector_prompts" and not text.startswith("{"):
+            try:
+                text = Path(text).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read the prompts file: {exc}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+
+    @field_validator("detector_thresholds", "detector_prompts")
+    @classmethod
+    def _check_detector_tables(cls, value: dict, info: ValidationInfo) -> dict:
+        from modomo.analysis.taxonomy import CATEGORIES, PromptTable
+
+        unknown = sorted(set(value) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown taxonomy categories {unknown}")
+        if info.field_name == "detector_thresholds":
+            bad = {k: v for k, v in value.items() if not 0 <= v <= 1}
+            if bad:
+                raise ValueError(f"thresholds must be within 0-1: {bad}")
+        else:
+            PromptTable(value)  # each prompt names exactly one category
+        return value
+
     @field_validator("queue_rate_limits", mode="before")
     @classmethod
     def _parse_queue_rate_limits(cls, value: object) -> object:
@@ -340,15 +383,40 @@ class Settings(BaseSettings):
         validation_alias=_env("model_dir"),
         description="Local weight cache filled by `modomo models pull` (default: DATA_DIR/models).",
     )
+    detector: Literal["yolo", "grounding-dino"] = Field(
+        default="yolo",
+        validation_alias=_env("detector"),
+        description="Detector backend: yolo (closed class set mapped to the taxonomy) or "
+        "grounding-dino (open vocabulary, every category from its text prompts).",
+    )
     detector_weights: str = Field(
-        default="yolo11n.pt",
+        default="",
         validation_alias=_env("detector_weights"),
-        description="YOLO weights: an ultralytics weight name or a local .pt path.",
+        description="Detector weights: an ultralytics weight name or local .pt (yolo), a "
+        "Hugging Face hub id or local folder (grounding-dino); default: yolo11n.pt, "
+        "IDEA-Research/grounding-dino-tiny.",
     )
     detector_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.25,
         validation_alias=_env("detector_threshold"),
-        description="Minimum detection confidence.",
+        description="Minimum detection confidence (categories without their own threshold).",
+    )
+    detector_thresholds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("detector_thresholds"),
+        description='Per-category minimum confidence over the default, JSON: {"rug": 0.4}.',
+    )
+    detector_nms_iou: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.7,
+        validation_alias=_env("detector_nms_iou"),
+        description="Boxes overlapping more than this IoU are one object, whatever their "
+        "categories (1: keep all).",
+    )
+    detector_prompts: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("detector_prompts"),
+        description="Open-vocabulary prompts replacing the taxonomy's for some categories: "
+        'JSON {"rug": ["rug", "area rug"]} or the path of a JSON file.',
     )
     detector_max_detections: PositiveInt = Field(
         default=100,
@@ -616,6 +684,7 @@ class Settings(BaseSettings):
         self.database_url = self.database_url or f"sqlite:///{self.data_dir / 'modomo.sqlite'}"
         self.artifact_url = self.artifact_url or str(self.data_dir / "artifacts")
         self.model_dir = (self.model_dir or self.data_dir / "models").expanduser().resolve()
+        self.detector_weights = self.detector_weights or DETECTOR_WEIGHTS[self.detector]
         return self
 
     @property

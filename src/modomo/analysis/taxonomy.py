@@ -40,8 +40,10 @@ __all__ = [
     "COCO_DROPPED",
     "COCO_TO_TAXONOMY",
     "GROUPS",
+    "PROMPTS",
     "Category",
     "ClassMap",
+    "PromptTable",
     "group_of",
     "normalize_name",
 ]
@@ -439,3 +441,170 @@ def _resolve(name: str, extra_norm: Mapping[str, str]) -> str | None:
     if name in COCO_TO_TAXONOMY:
         return COCO_TO_TAXONOMY[name]
     return _COCO_NORMALIZED.get(norm)
+
+
+# Category -> the English prompts an open-vocabulary detector (Grounding DINO, OWLv2, YOLOE) is
+# given for it. The first is the category's plain name; the others are what the object is
+# commonly called in listings and captions. Every prompt belongs to exactly one category
+# (checked by PromptTable), so a box found by a prompt has exactly one label: "lamp" is only
+# ``lamp``, never ``floor_lamp`` because it is part of "floor lamp".
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "sofa": ("sofa", "couch", "sectional sofa"),
+    "armchair": ("armchair", "accent chair", "lounge chair"),
+    "chair": ("chair", "dining chair"),
+    "office_chair": ("office chair", "desk chair"),
+    "stool": ("stool", "bar stool"),
+    "bench": ("bench",),
+    "ottoman": ("ottoman", "footstool", "pouf"),
+    "dining_table": ("dining table", "kitchen table"),
+    "coffee_table": ("coffee table",),
+    "side_table": ("side table", "end table"),
+    "console_table": ("console table", "hall table"),
+    "bookshelf": ("bookshelf", "bookcase"),
+    "cabinet": ("cabinet", "cupboard", "kitchen cabinet"),
+    "dresser": ("dresser", "chest of drawers"),
+    "wardrobe": ("wardrobe", "armoire"),
+    "shelf": ("shelf", "shelving unit"),
+    "sideboard": ("sideboard", "buffet cabinet", "credenza"),
+    "bed": ("bed",),
+    "nightstand": ("nightstand", "bedside table"),
+    "headboard": ("headboard",),
+    "crib": ("crib", "baby cot"),
+    "lamp": ("lamp", "table lamp"),
+    "floor_lamp": ("floor lamp", "standing lamp"),
+    "pendant_light": ("pendant light", "hanging lamp"),
+    "chandelier": ("chandelier",),
+    "ceiling_light": ("ceiling light", "flush mount light"),
+    "wall_sconce": ("wall sconce", "wall light"),
+    "refrigerator": ("refrigerator", "fridge"),
+    "oven": ("oven", "wall oven"),
+    "microwave": ("microwave",),
+    "toaster": ("toaster",),
+    "dishwasher": ("dishwasher",),
+    "stove": ("stove", "cooktop", "range"),
+    "range_hood": ("range hood", "extractor hood"),
+    "kettle": ("kettle",),
+    "coffee_maker": ("coffee maker", "espresso machine"),
+    "toilet": ("toilet",),
+    "sink": ("sink", "washbasin"),
+    "bathtub": ("bathtub", "bath tub"),
+    "shower": ("shower", "shower enclosure"),
+    "vanity": ("vanity", "bathroom vanity"),
+    "towel_rail": ("towel rail", "towel rack", "towel bar"),
+    "toothbrush": ("toothbrush",),
+    "hair_dryer": ("hair dryer",),
+    "rug": ("rug", "carpet"),
+    "curtain": ("curtain", "drapes"),
+    "cushion": ("cushion", "throw pillow"),
+    "blanket": ("blanket", "throw blanket"),
+    "bedding": ("bedding", "duvet", "bed sheets"),
+    "artwork": ("artwork", "framed picture", "painting", "poster"),
+    "mirror": ("mirror",),
+    "clock": ("clock", "wall clock"),
+    "wall_shelf": ("wall shelf", "floating shelf"),
+    "vase": ("vase",),
+    "book": ("book",),
+    "bowl": ("bowl",),
+    "candle": ("candle",),
+    "sculpture": ("sculpture", "figurine", "statue"),
+    "toy": ("toy", "teddy bear"),
+    "tray": ("tray",),
+    "basket": ("basket", "wicker basket"),
+    "potted_plant": ("potted plant", "houseplant"),
+    "planter": ("planter", "plant pot"),
+    "tv": ("television", "tv"),
+    "speaker": ("speaker", "loudspeaker"),
+    "remote_control": ("remote control",),
+    "media_console": ("media console", "tv stand"),
+    "game_console": ("game console", "video game console"),
+    "desk": ("desk", "writing desk"),
+    "laptop": ("laptop",),
+    "monitor": ("computer monitor", "monitor"),
+    "keyboard": ("keyboard",),
+    "computer_mouse": ("computer mouse",),
+    "printer": ("printer",),
+    "phone": ("phone", "mobile phone"),
+    "scissors": ("scissors",),
+    "cup": ("cup", "teacup"),
+    "mug": ("mug", "coffee mug"),
+    "wine_glass": ("wine glass",),
+    "bottle": ("bottle",),
+    "plate": ("plate", "dinner plate"),
+    "fork": ("fork",),
+    "knife": ("knife",),
+    "spoon": ("spoon",),
+}
+
+
+class PromptTable:
+    """Text prompts for an open-vocabulary detector, each mapped back to exactly one category.
+
+    A detector answers "which prompt found this box"; the table answers "which category is
+    that prompt", by the prompt's identity (its position), never by comparing strings, so
+    "lamp" inside "floor lamp" cannot relabel anything.
+
+    Args:
+        overrides: ``{category: [prompt, ...]}`` replacing those categories' prompts in
+            :data:`PROMPTS` (the others keep theirs); an empty list leaves a category
+            unprompted (never detected).
+
+    Attributes:
+        prompts: every prompt, lower-case with single spaces, in taxonomy order.
+        categories: the category of each prompt (same length).
+
+    Raises:
+        ValueError: an override names an unknown category, a prompt is not a non-empty
+            string, or one prompt is given to two categories.
+    """
+
+    __slots__ = ("categories", "prompts")
+
+    def __init__(self, overrides: Mapping[str, Sequence[str]] | None = None) -> None:
+        overrides = dict(overrides or {})
+        for name in overrides:
+            if name not in CATEGORIES:
+                group_of(name)  # raises the KeyError naming it (and a near spelling)
+        owner: dict[str, str] = {}
+        self.prompts: list[str] = []
+        self.categories: list[str] = []
+        for name in CATEGORIES:
+            given = overrides.get(name, PROMPTS[name])
+            if isinstance(given, str):
+                raise ValueError(f"prompts for {name!r} must be a list of strings, got {given!r}")
+            for prompt in given:
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise ValueError(f"prompt {prompt!r} for {name!r} is not a non-empty string")
+                text = " ".join(prompt.lower().split())
+                if owner.get(text, name) != name:
+                    raise ValueError(
+                        f"prompt {text!r} is given to both {owner[text]!r} and {name!r}; "
+                        "each prompt must name exactly one category"
+                    )
+                if text not in owner:
+                    owner[text] = name
+                    self.prompts.append(text)
+                    self.categories.append(name)
+
+    def __len__(self) -> int:
+        """The number of prompts."""
+        return len(self.prompts)
+
+    def category(self, index: int) -> Category:
+        """The category of prompt ``index``."""
+        return CATEGORIES[self.categories[index]]
+
+    @property
+    def prompted(self) -> frozenset[str]:
+        """The categories with at least one prompt."""
+        return frozenset(self.categories)
+
+
+def _check_prompts() -> None:
+    missing = sorted(set(CATEGORIES) - set(PROMPTS))
+    unknown = sorted(set(PROMPTS) - set(CATEGORIES))
+    if missing or unknown:
+        raise ValueError(f"PROMPTS lacks {missing} and names unknown {unknown}")
+    PromptTable()  # one category per prompt
+
+
+_check_prompts()

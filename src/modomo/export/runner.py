@@ -27,6 +27,7 @@ from modomo.db.session import session_scope
 from modomo.duplicates import canonical_only
 from modomo.export.records import SPLITS, ExportObject, ExportScene
 from modomo.export.splits import Splitter
+from modomo.models.weights import ROLES
 
 __all__ = ["FORMATS", "MODEL_LICENCES", "ExportOptions", "chosen_scene_ids", "run_export"]
 
@@ -172,7 +173,10 @@ def iter_scenes(
                         colors=obj.colors,
                     )
                 )
-                models[obj.scene_id].update(obj.models or {})
+                # model labels only (an object also records its detector backend and prompt)
+                models[obj.scene_id].update(
+                    (role, label) for role, label in (obj.models or {}).items() if role in ROLES
+                )
         for scene in scenes:
             labels = dict(models[scene.id])
             if scene.depth_model:

@@ -36,7 +36,7 @@ from modomo.inference.scene import (
     finish_scene,
 )
 from modomo.inference.stages import stage
-from modomo.models.detector import empty_detections
+from modomo.models.detectors import empty_detections
 from modomo.models.device import empty_cache, is_oom
 from modomo.models.registry import ModelRegistry
 
@@ -121,7 +121,9 @@ class DetectionPipeline:
         """``{role: name@version}`` of the loaded models of this pipeline's stages."""
         labels = {}
         if "detect" in self.stages:
-            labels["detector"] = self.models.detector().weights.label
+            detector = self.models.detector()
+            labels["detector"] = detector.weights.label
+            labels["detector_backend"] = detector.backend
         if "segment" in self.stages:
             labels["segmenter"] = self.models.segmenter().weights.label
         return labels

@@ -176,6 +176,8 @@ def finish_scene(
                 "colors": None,
                 "models": models,
             }
+            if "prompt" in det.data:  # what found it: a text prompt or a class name
+                row["models"] = {**models, "prompt": str(det.data["prompt"][i])}
             region = BoxMask.filled(box_region(box, height, width), height, width)
         if masks is not None:
             with stage("segment"), clock.measure("masks"):

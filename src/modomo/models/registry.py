@@ -17,7 +17,7 @@ from typing import Any
 from modomo.config import Settings, get_settings
 from modomo.models.clip import ClipEncoder
 from modomo.models.depth import DepthEstimator, FallbackDepth
-from modomo.models.detector import YoloDetector
+from modomo.models.detectors import GroundingDinoDetector, Selection, YoloDetector
 from modomo.models.device import resolve_device, set_torch_threads
 from modomo.models.segmenter import Sam2Segmenter
 from modomo.models.weights import resolve
@@ -72,20 +72,40 @@ class ModelRegistry:
     def _weights(self, role: str, name: str) -> Any:
         return resolve(role, name, self.settings.model_cache)
 
-    def detector(self) -> YoloDetector:
-        """The YOLO detector (``MODOMO_DETECTOR_WEIGHTS``)."""
+    def detector(self) -> YoloDetector | GroundingDinoDetector:
+        """The detector of ``MODOMO_DETECTOR`` (weights ``MODOMO_DETECTOR_WEIGHTS``), with
+        the selection of ``MODOMO_DETECTOR_THRESHOLD(S)``, ``_NMS_IOU`` and
+        ``_MAX_DETECTIONS``; open-vocabulary backends prompted with the taxonomy's prompts
+        and ``MODOMO_DETECTOR_PROMPTS``."""
         s = self.settings
-        return self._get(
-            "detector",
-            lambda: YoloDetector(
-                self._weights("detector", s.detector_weights),
+
+        def load() -> YoloDetector | GroundingDinoDetector:
+            from modomo.analysis.taxonomy import PromptTable
+
+            weights = self._weights("detector", s.detector_weights)
+            selection = Selection(
+                threshold=s.detector_threshold,
+                thresholds=s.detector_thresholds,
+                nms_iou=s.detector_nms_iou,
+                max_detections=s.detector_max_detections,
+            )
+            if s.detector == "grounding-dino":
+                return GroundingDinoDetector(
+                    weights,
+                    self.device,
+                    half=self.half,
+                    selection=selection,
+                    prompts=PromptTable(s.detector_prompts),
+                )
+            return YoloDetector(
+                weights,
                 self.device,
                 half=self.half,
-                threshold=s.detector_threshold,
+                selection=selection,
                 image_size=s.detector_image_size,
-                max_detections=s.detector_max_detections,
-            ),
-        )
+            )
+
+        return self._get("detector", load)
 
     def segmenter(self) -> Sam2Segmenter:
         """SAM 2.1 (``MODOMO_SEGMENTER_WEIGHTS``)."""

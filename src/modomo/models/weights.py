@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["MissingWeightsError", "ROLES", "Weights", "pull", "resolve"]
 
 ROLES: dict[str, str] = {
-    "detector": "ultralytics",
+    "detector": "ultralytics",  # or the Hugging Face hub for open-vocabulary backends
     "segmenter": "huggingface",
     "depth": "huggingface",
     "depth_fallback": "huggingface",
@@ -61,6 +61,14 @@ def _missing(role: str, name: str, cache: Path, why: str) -> MissingWeightsError
     )
 
 
+def _source(role: str, name: str) -> str:
+    """Where ``name`` comes from: a detector's ``.pt`` file from ultralytics, its hub ids and
+    folders (Grounding DINO) from the Hugging Face hub; other roles as :data:`ROLES` says."""
+    if role == "detector" and not name.endswith(".pt"):
+        return "huggingface"
+    return ROLES[role]
+
+
 def _ultralytics_version() -> str:
     from importlib.metadata import version
 
@@ -87,7 +95,7 @@ def resolve(role: str, name: str, cache: Path) -> Weights:
             "name trained weights (e.g. yolo11n.pt)"
         )
     local = Path(name).expanduser()
-    if ROLES[role] == "ultralytics":
+    if _source(role, name) == "ultralytics":
         for candidate in (local, cache / "ultralytics" / name):
             if candidate.is_file():
                 return Weights(role, name, candidate.resolve(), _ultralytics_version())
@@ -123,7 +131,7 @@ def pull(role: str, name: str, cache: Path) -> Weights:
         return resolve(role, name, cache)
     except MissingWeightsError:
         pass
-    if ROLES[role] == "ultralytics":
+    if _source(role, name) == "ultralytics":
         from ultralytics.utils.downloads import attempt_download_asset
 
         target = cache / "ultralytics" / Path(name).name

@@ -1,9 +1,8 @@
-"""The object detector: Ultralytics YOLO, its classes mapped to the interior taxonomy.
+"""The closed-set backend: Ultralytics YOLO, its classes mapped to the interior taxonomy
+through :class:`~modomo.analysis.taxonomy.ClassMap` (``MODOMO_DETECTOR=yolo``).
 
-Output is the pipeline's one detections type, ``supervision.Detections``: ``xyxy`` (N, 4)
-float32 boxes in pixels of the input image, ``confidence`` (N,), ``class_id`` (N,) the
-detector's own ids, and ``data["category"]`` / ``data["taxonomy_group"]`` (N,) str arrays from
-:mod:`modomo.analysis.taxonomy`. Classes outside the taxonomy are never returned.
+Classes outside the taxonomy are never returned; a COCO-trained model reaches 32 of the 84
+categories (the open-vocabulary backends reach all of them).
 """
 
 from __future__ import annotations
@@ -16,17 +15,10 @@ import supervision as sv
 from PIL import Image
 
 from modomo.analysis.taxonomy import ClassMap
+from modomo.models.detectors.selection import Selection, empty_detections
 from modomo.models.weights import Weights
 
-__all__ = ["YoloDetector", "empty_detections"]
-
-
-def empty_detections() -> sv.Detections:
-    """Detections with no boxes, carrying the taxonomy data keys."""
-    detections = sv.Detections.empty()
-    detections.data["category"] = np.array([], dtype=object)
-    detections.data["taxonomy_group"] = np.array([], dtype=object)
-    return detections
+__all__ = ["YoloDetector"]
 
 
 class YoloDetector:
@@ -36,13 +28,14 @@ class YoloDetector:
         weights: resolved ``.pt`` weights (see :mod:`modomo.models.weights`).
         device: torch device string.
         half: float16 inference (CUDA only).
-        threshold: minimum confidence, 0–1.
+        selection: thresholds, class-agnostic NMS and the cap per image.
         image_size: inference size in pixels (longest side, letterboxed).
-        max_detections: at most this many boxes per image.
 
     Raises:
         ValueError: none of the model's classes is in the taxonomy.
     """
+
+    backend = "yolo"
 
     def __init__(
         self,
@@ -50,9 +43,8 @@ class YoloDetector:
         device: str,
         *,
         half: bool,
-        threshold: float,
+        selection: Selection,
         image_size: int,
-        max_detections: int = 100,
     ) -> None:
         # Workers never use ultralytics' online features (hub, update checks, analytics); without
         # this, importing it probes DNS to decide whether it is online.
@@ -75,9 +67,8 @@ class YoloDetector:
             )
         self.device = device
         self.half = half and device.startswith("cuda")
-        self.threshold = threshold
+        self.selection = selection
         self.image_size = image_size
-        self.max_detections = max_detections
         self._classes = sorted(self.class_map.kept_ids)
 
     def detect(self, images: list[np.ndarray]) -> list[sv.Detections]:
@@ -87,7 +78,9 @@ class YoloDetector:
             images: (H, W, 3) uint8 RGB arrays (sizes may differ).
 
         Returns:
-            One ``supervision.Detections`` per image, boxes xyxy in that image's pixels.
+            One ``supervision.Detections`` per image: ``xyxy`` (N, 4) float32 pixels of that
+            image, ``confidence`` (N,), ``data["category"]``, ``data["taxonomy_group"]`` and
+            ``data["prompt"]`` (the model's class name) (N,) str arrays.
         """
         if not images:
             return []
@@ -95,12 +88,13 @@ class YoloDetector:
         bgr = [np.ascontiguousarray(image[..., ::-1]) for image in images]
         results = self.model.predict(
             bgr,
-            conf=self.threshold,
+            conf=self.selection.floor,
             imgsz=self.image_size,
             device=self.device,
             quantize=16 if self.half else None,
             classes=self._classes,
-            max_det=self.max_detections,
+            # its own (per-class) NMS first; the selection adds the class-agnostic one
+            max_det=4 * self.selection.max_detections,
             verbose=False,
         )
         return [self._to_detections(result) for result in results]
@@ -114,6 +108,10 @@ class YoloDetector:
         keep = np.array([c is not None for c in categories], dtype=bool)
         detections = cast(sv.Detections, detections[keep])
         kept = [c for c in categories if c is not None]
+        names = self.class_map.names
         detections.data["category"] = np.array([c.name for c in kept], dtype=object)
         detections.data["taxonomy_group"] = np.array([c.group for c in kept], dtype=object)
-        return detections
+        detections.data["prompt"] = np.array(
+            [names[int(c)] for c in np.asarray(detections.class_id)], dtype=object
+        )
+        return self.selection.apply(detections)
