@@ -317,6 +317,8 @@ def test_cli_eval(known_job: dict[str, Any], tmp_path: Path) -> None:
         (["--gt", str(tmp_path / "missing.json"), "--job", job], 2, "missing.json: no such file"),
         (["--gt", str(known_job["gt"]), "--job", str(uuid.uuid4())], 1, "no job"),
         (["--gt", str(known_job["gt"]), "--job", job, "--iou-type", "keypoints"], 2, "iou-type"),
+        (["--gt", str(known_job["gt"]), "--job", job, "--iou", "0"], 2, "--iou 0.0"),
+        (["--gt", str(tmp_path), "--job", job], 2, "is a folder"),
     ):
         bad = _modomo("eval", *args)
         out = bad.stdout + bad.stderr

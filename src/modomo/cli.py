@@ -945,6 +945,8 @@ def evaluate(
 
     if iou_type not in ("bbox", "segm"):
         raise _fail(f"unknown --iou-type {iou_type!r}; expected bbox or segm")
+    if not 0 < iou <= 1:
+        raise _fail(f"--iou {iou}: an IoU threshold is in (0, 1]")
     _ensure_database(get_settings())
     try:
         result = evaluate_job(gt, job, iou=iou, iou_type=iou_type)  # type: ignore[arg-type]
