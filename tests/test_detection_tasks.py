@@ -4,6 +4,9 @@ Depth Anything checkpoints built from configs."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,10 +19,11 @@ from modomo.analysis.masks import decode_rle, mask_bbox_xyxy, xywh_to_xyxy
 from modomo.artifacts import artifact_store
 from modomo.db.models import DetectedObject, Scene
 from modomo.db.session import session_scope
+from modomo.evaluation import evaluate_job
 from modomo.jobs import create_job, dispatch_batches
 from modomo.sources import expand_sources, ingest
 from tests.fixture_scenes import CLASS_NAMES, FIXTURE_WEIGHTS, map50, synthetic_scenes
-from tests.support import encode, wait_for_job
+from tests.support import REPO, encode, wait_for_job, worker_env
 
 pytestmark = pytest.mark.services
 
@@ -123,6 +127,66 @@ def test_detection_job_end_to_end(
             assert obj.colors is not None and obj.job_id == job_id
     score = map50(ground_truth, predictions)
     assert score >= 0.5, f"mAP@0.5 {score:.3f} against the synthetic ground truth"
+
+    # `modomo eval` on this job against the same ground truth, written as a user's COCO file
+    # (images named as the files were, in the scorer's order), gives pycocotools' figure
+    gt_file = write_ground_truth(
+        tmp_path / "gt.json",
+        [(Path(row.source_key).name, row.width, row.height) for row in rows],
+        ground_truth,
+    )
+    result = evaluate_job(gt_file, job_id)
+    assert (result.images["matched"], result.images["unmatched"]) == (24, 0)
+    assert result.category_mapping == {name: name for name in CLASS_NAMES}
+    assert result.map_at_iou is not None and abs(result.map_at_iou - score) <= 1e-9
+    assert result.stats["ap50"] is not None and abs(result.stats["ap50"] - score) <= 1e-9
+    done = subprocess.run(
+        [sys.executable, "-m", "modomo.cli", "eval", "--gt", str(gt_file)]
+        + ["--job", str(job_id), "--json"],
+        cwd=REPO,
+        env=worker_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = json.loads(done.stdout)
+    assert abs(printed["map_at_iou"] - score) <= 1e-9
+    assert abs(printed["stats"]["ap50"] - score) <= 1e-9
+    assert printed["images"]["matched"] == 24 and printed["job_id"] == str(job_id)
+
+
+def write_ground_truth(
+    path: Path,
+    images: list[tuple[str, int, int]],
+    ground_truth: list[tuple[np.ndarray, list[str]]],
+) -> Path:
+    """A COCO ground-truth file: per image (file name, width, height) and its (boxes xyxy
+    pixels, class names); ids from 1 in order, boxes as `map50` turns them into xywh."""
+    annotations = []
+    for image_id, (boxes, names) in enumerate(ground_truth, start=1):
+        for box, name in zip(np.asarray(boxes).reshape(-1, 4), names, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": CLASS_NAMES.index(name) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    dataset = {
+        "images": [
+            {"id": i, "file_name": name, "width": width, "height": height}
+            for i, (name, width, height) in enumerate(images, start=1)
+        ],
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)],
+    }
+    path.write_text(json.dumps(dataset))
+    return path
 
 
 def test_re_running_scenes_replaces_their_objects(
