@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv
 
+from modomo.analysis.depth import DepthMap
 from modomo.batching import is_interrupt, map_with_backoff
 from modomo.images import LoadedImage
 from modomo.inference.clock import StageClock
@@ -239,7 +240,7 @@ class DetectionPipeline:
                     column = np.empty(len(masks), dtype=object)
                     column[:] = masks
                     det.data[MASKS_KEY] = column
-        depths = [None] * len(chunk)
+        depths: list[DepthMap | None] = [None] * len(chunk)
         if "depth" in self.stages:
             with stage("depth"), self.clock.measure("depth model"):
                 depths = list(self.models.depth().estimate(views, sizes))

@@ -97,7 +97,8 @@ class DepthEstimator:
             top = round(pad_h * rows / (height + 2 * pad_h))
             left = round(pad_w * cols / (width + 2 * pad_w))
             depth = depth[top : rows - top, left : cols - left]
-        size = depth_size(height, width, *depth.shape, self.max_side)
+        rows, cols = depth.shape
+        size = depth_size(height, width, rows, cols, self.max_side)
         return F.interpolate(depth[None, None], size, mode="bilinear", align_corners=False)[0, 0]
 
 

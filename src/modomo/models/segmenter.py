@@ -166,7 +166,8 @@ def _paste_by_cells(
         return None
     # (region columns, region rows) in C order: the region's transpose, built block by block
     out = np.repeat(np.repeat(all_on.T, col_count, axis=0), row_count, axis=1)
-    r, c = _cell_pixels(np.nonzero(edge), row_start, row_count, col_start, col_count)
+    cells = np.nonzero(edge)
+    r, c = _cell_pixels((cells[0], cells[1]), row_start, row_count, col_start, col_count)
     if r.size:
         ty, tx = wy[r], wx[c]
         band_left = grid[top[r], left[c]] * (1 - ty) + grid[bottom[r], left[c]] * ty
@@ -286,7 +287,7 @@ class Sam2Segmenter:
         images: list[Any],
         boxes: list[np.ndarray],
         sizes: Sequence[tuple[int, int]] | None = None,
-    ) -> list[tuple[list[BoxMask], np.ndarray]]:
+    ) -> list[tuple[list[BoxMask | PendingMask], np.ndarray]]:
         """One mask per box, inside the box grown by :data:`BOX_MARGIN`.
 
         Args:
@@ -302,7 +303,7 @@ class Sam2Segmenter:
         """
         import torch
 
-        results: list[tuple[list[BoxMask], np.ndarray]] = []
+        results: list[tuple[list[BoxMask | PendingMask], np.ndarray]] = []
         with torch.inference_mode():
             encoded = self.processor(images=images, return_tensors="pt")
             pixels = encoded["pixel_values"].to(self.device, self.dtype)
@@ -316,7 +317,7 @@ class Sam2Segmenter:
                 image_embeddings = [level[index : index + 1] for level in embeddings]
                 (height, width), (h, w) = targets[index], size
                 scale = np.array([width / w, height / h] * 2, np.float32)  # to the scene
-                masks: list[BoxMask] = []
+                masks: list[BoxMask | PendingMask] = []
                 scores = []
                 for start in range(0, len(image_boxes), BOXES_PER_CALL):
                     chunk = np.asarray(image_boxes[start : start + BOXES_PER_CALL], np.float32)

@@ -207,6 +207,7 @@ def process_scenes_batch(
                     counted.add(sid)
                     error = outcome.error
                     if error is None:
+                        assert outcome.result is not None
                         result, values = outcome.result
                         reporter.succeeded(sid, values, result.objects)
                         done += 1

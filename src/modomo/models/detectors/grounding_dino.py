@@ -124,17 +124,16 @@ class GroundingDinoDetector:
         prompts: PromptTable,
     ) -> None:
         import torch
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         self.weights = weights
         self.device = device
         self.dtype = torch.float16 if half and device.startswith("cuda") else torch.float32
         self.processor = AutoProcessor.from_pretrained(str(weights.path))
-        self.model = (
-            GroundingDinoForObjectDetection.from_pretrained(str(weights.path), dtype=self.dtype)
-            .to(device)
-            .eval()
+        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
+            str(weights.path), dtype=self.dtype
         )
+        self.model.to(device).eval()
         self.selection = selection
         self.prompts = prompts
         self.captions = prompt_chunks(
@@ -187,23 +186,21 @@ class GroundingDinoDetector:
             outputs = self.model(**inputs)
         tokens = outputs.logits.shape[-1]
         weights = torch.zeros(tokens, len(caption.prompts), dtype=torch.float32)
-        for column, span in enumerate(caption.spans):
-            weights[list(span), column] = 1.0 / len(span)
+        for position, span in enumerate(caption.spans):
+            weights[list(span), position] = 1.0 / len(span)
         probabilities = outputs.logits.float().sigmoid()  # (B, queries, tokens)
         scores = probabilities @ weights.to(probabilities.device)  # (B, queries, prompts)
-        best, column = scores.max(dim=-1)
+        top, chosen = scores.max(dim=-1)
         boxes = outputs.pred_boxes.float()  # (B, queries, 4) cx, cy, w, h of the image, 0-1
         corners = torch.cat(
             [boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1
         )
-        best, column, corners = (t.cpu().numpy() for t in (best, column, corners))
+        best, column, xyxy01 = (t.cpu().numpy() for t in (top, chosen, corners))
         prompt_index = np.asarray(caption.prompts)
         parts = []
         for i, image in enumerate(images):
             height, width = image.shape[:2]
             keep = best[i] >= self.selection.floor
-            xyxy = np.clip(
-                corners[i][keep] * [width, height, width, height], 0, [width, height] * 2
-            )
+            xyxy = np.clip(xyxy01[i][keep] * [width, height, width, height], 0, [width, height] * 2)
             parts.append((xyxy.astype(np.float32), best[i][keep], prompt_index[column[i][keep]]))
         return parts
