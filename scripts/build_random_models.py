@@ -1,5 +1,5 @@
-"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth, CLIP and Grounding DINO checkpoints with
-RANDOM weights.
+"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth, CLIP, Grounding DINO and YOLOE checkpoints
+with RANDOM weights.
 
 For tests and benchmarks only. Model weights cannot be downloaded on CI machines or on the
 offline GPU benchmark node, so the plumbing (loading from a local folder, processors,
@@ -14,7 +14,8 @@ folders are passed to it as local weight paths.
     python scripts/build_random_models.py OUT_DIR [--size tiny|real]
 
 writes ``OUT_DIR/yolo.pt``, ``OUT_DIR/sam2``, ``OUT_DIR/depth_anything``,
-``OUT_DIR/zoedepth``, ``OUT_DIR/clip`` and ``OUT_DIR/grounding_dino``.
+``OUT_DIR/zoedepth``, ``OUT_DIR/clip``, ``OUT_DIR/grounding_dino``, ``OUT_DIR/yoloe.pt`` and
+``OUT_DIR/mobileclip_blt.ts`` (a stand-in for YOLOE's text encoder, see ``_yoloe``).
 
 CLIP's tokenizer cannot be downloaded either: ``OUT_DIR/clip`` gets a minimal byte-level BPE
 vocabulary (the 256 byte characters, each also as a word end ``</w>``, and the two special
@@ -256,9 +257,39 @@ def _grounding_dino(out: Path, size: str) -> None:
     )
 
 
+def _yoloe(out: Path, text_encoder: Path, size: str) -> None:
+    """YOLOE-11s-seg (``yoloe-11s-seg.yaml``, either size: small enough for CPU tests) and a
+    stand-in for its MobileCLIP text encoder: MobileCLIP's TorchScript file cannot be
+    downloaded or built from a config, so ``mobileclip_blt.ts`` here is a random-weight text
+    encoder with the same interface (CLIP token ids (N, 77) int64 -> (N, 512) unit vectors):
+    token embeddings averaged over the caption, projected, normalised."""
+    import warnings
+
+    import torch
+    from ultralytics import YOLOE
+
+    YOLOE("yoloe-11s-seg.yaml").save(out)
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(49408, 512)  # CLIP's BPE vocabulary
+            self.projection = torch.nn.Linear(512, 512)
+
+        def forward(self, text: torch.Tensor) -> torch.Tensor:
+            used = (text > 0).unsqueeze(-1).float()
+            pooled = (self.embedding(text) * used).sum(1) / used.sum(1).clamp(min=1.0)
+            return torch.nn.functional.normalize(self.projection(pooled), dim=-1)
+
+    with warnings.catch_warnings():  # MobileCLIP's own file is TorchScript: so is this one
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+        torch.jit.script(TextEncoder().eval()).save(str(text_encoder))
+
+
 def build(out: Path, size: str = "tiny") -> dict[str, Path]:
     """Write the random-weight checkpoints under ``out``; returns their paths (keys ``yolo``,
-    ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``, ``grounding_dino``)."""
+    ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``, ``grounding_dino``, ``yoloe`` and
+    ``yoloe_text_encoder``)."""
     import torch
 
     torch.manual_seed(0)
@@ -269,6 +300,8 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
         "zoedepth": out / "zoedepth",
         "clip": out / "clip",
         "grounding_dino": out / "grounding_dino",
+        "yoloe": out / "yoloe.pt",
+        "yoloe_text_encoder": out / "mobileclip_blt.ts",
     }
     out.mkdir(parents=True, exist_ok=True)
     _yolo(folders["yolo"], size)
@@ -277,6 +310,7 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
     _zoedepth(folders["zoedepth"], size)
     _clip(folders["clip"], size)
     _grounding_dino(folders["grounding_dino"], size)
+    _yoloe(folders["yoloe"], folders["yoloe_text_encoder"], size)
     return folders
 
 

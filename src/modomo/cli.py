@@ -298,6 +298,14 @@ FOLLOW_ON = ("classify", "dedup")
 """Pipeline stages that run as their own jobs after the first (see ``modomo process``)."""
 
 
+def _yoloe_embeddings(weights: Any, settings: Settings) -> None:
+    """Raise MissingWeightsError when YOLOE's prompt embeddings are not cached."""
+    from modomo.analysis.taxonomy import PromptTable
+    from modomo.models.detectors.yoloe import cached_embeddings
+
+    cached_embeddings(weights, PromptTable(settings.detector_prompts))
+
+
 def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
     """The stages ``--pipeline`` asks for; ``auto`` drops (and names) those without weights.
 
@@ -334,7 +342,9 @@ def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
         missing = []
         for role, weights in candidates:
             try:
-                resolve(role, weights, settings.model_cache)
+                found = resolve(role, weights, settings.model_cache)
+                if role == "detector" and settings.detector == "yoloe":
+                    _yoloe_embeddings(found, settings)
                 break
             except (MissingWeightsError, ValueError):
                 missing.append(role)
@@ -1303,6 +1313,8 @@ def models_list() -> None:
             continue
         try:
             weights = resolve(role, name, settings.model_cache)
+            if role == "detector" and settings.detector == "yoloe":
+                _yoloe_embeddings(weights, settings)
             table.add_row(role, name, f"[green]ready[/] {weights.path}")
         except (MissingWeightsError, ValueError) as exc:
             table.add_row(role, name, f"[red]missing[/] ({type(exc).__name__})")
@@ -1331,6 +1343,13 @@ def models_pull(
             continue
         try:
             weights = pull(role, name, settings.model_cache)
+            if role == "detector" and settings.detector == "yoloe":
+                from modomo.analysis.taxonomy import PromptTable
+                from modomo.models.detectors import embed_prompts
+
+                prompts = PromptTable(settings.detector_prompts)
+                cached = embed_prompts(weights, prompts, settings.model_cache)
+                console.print(f"[green]{role}[/]: {len(prompts)} prompts embedded in {cached}")
         except (RuntimeError, ValueError) as exc:
             console.print(f"[red]{role}[/]: {exc}")
             failed = True

@@ -1,10 +1,13 @@
 """Open-vocabulary detection: the taxonomy's prompts, Grounding DINO's captions under its
-token limit, per-category thresholds and class-agnostic NMS, and a Grounding DINO job
-through a real AI worker (random weights built from a config: outputs are noise, so the
-tests check labels, plumbing and selection, not accuracy)."""
+token limit, YOLOE's prompt embeddings computed by `models pull` and cached, per-category
+thresholds and class-agnostic NMS, and jobs of both backends through a real AI worker
+(random weights built from configs: outputs are noise, so the tests check labels, plumbing
+and selection, not accuracy)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -18,11 +21,19 @@ from modomo.analysis.taxonomy import CATEGORIES, PROMPTS, PromptTable
 from modomo.config import ConfigError, load_settings
 from modomo.db.models import DetectedObject
 from modomo.db.session import session_scope
-from modomo.models.detectors import GroundingDinoDetector, Selection, labelled
+from modomo.models import MissingWeightsError, Weights
+from modomo.models.detectors import (
+    GroundingDinoDetector,
+    Selection,
+    YoloeDetector,
+    embed_prompts,
+    labelled,
+)
 from modomo.models.detectors.grounding_dino import prompt_chunks
+from modomo.models.detectors.yoloe import cached_embeddings, embeddings_path
 from modomo.models.registry import ModelRegistry
 from tests.fixture_scenes import synthetic_scenes
-from tests.support import celery_worker, encode, wait_for_job
+from tests.support import celery_worker, encode, wait_for_job, worker_env
 
 
 # --- prompts --------------------------------------------------------------------------------
@@ -171,9 +182,79 @@ def test_grounding_dino_labels_every_category_from_all_captions(
     assert len(found) < len(unfiltered)
 
 
-@pytest.mark.services
-def test_grounding_dino_job_through_an_ai_worker(
+# --- YOLOE ----------------------------------------------------------------------------------
+def yoloe_cache(tiny_models: dict[str, Path], tmp_path: Path) -> Path:
+    """A model cache holding YOLOE's text encoder, as `models pull` leaves it."""
+    cache = tmp_path / "model-cache"
+    (cache / "ultralytics").mkdir(parents=True)
+    shutil.copy(tiny_models["yoloe_text_encoder"], cache / "ultralytics" / "mobileclip_blt.ts")
+    return cache
+
+
+def test_yoloe_prompt_embeddings_computed_by_pull_then_loaded_without_a_text_model(
     tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = tmp_path / "yoloe.pt"
+    shutil.copy(tiny_models["yoloe"], weights)
+    cache = yoloe_cache(tiny_models, tmp_path)
+    env = {
+        "MODOMO_DETECTOR": "yoloe",
+        "MODOMO_DETECTOR_WEIGHTS": str(weights),
+        "MODOMO_MODEL_DIR": str(cache),
+    }
+    settings = load_settings(
+        data_dir=tmp_path,
+        device="cpu",
+        detector="yoloe",
+        detector_weights=str(weights),
+        model_dir=cache,
+        detector_threshold=0.0,
+    )
+    with pytest.raises(
+        MissingWeightsError, match=r"MODOMO_DETECTOR=yoloe modomo models pull detector"
+    ):
+        ModelRegistry(settings).detector()
+    listed = run_cli("models", "list", env=env, data_dir=tmp_path)
+    assert "missing" in listed.stdout and "MissingWeightsError" in listed.stdout
+
+    pulled = run_cli("models", "pull", "detector", env=env, data_dir=tmp_path)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    table = PromptTable()
+    cached = embeddings_path(weights, table)
+    assert cached.is_file() and f"{len(table)} prompts embedded" in pulled.stdout
+    assert "ready" in run_cli("models", "list", env=env, data_dir=tmp_path).stdout
+
+    # the worker's side: no text encoder needed (moved away), one class per prompt
+    (cache / "ultralytics" / "mobileclip_blt.ts").unlink()
+    detector = ModelRegistry(settings).detector()
+    assert isinstance(detector, YoloeDetector) and detector.backend == "yoloe"
+    assert list(detector.model.names.values()) == table.prompts
+    rgbs = [rgb for rgb, _, _ in synthetic_scenes(2, seed=5)]
+    for found in detector.detect(rgbs):
+        assert len(found) > 0
+        for category, prompt in zip(found.data["category"], found.data["prompt"], strict=True):
+            assert table.categories[table.prompts.index(prompt)] == category
+    # other prompts, other embeddings: not computed yet
+    with pytest.raises(MissingWeightsError, match="prompt embeddings"):
+        cached_embeddings(
+            Weights("detector", str(weights), weights, "local"), PromptTable({"rug": ["area rug"]})
+        )
+
+
+def run_cli(*args: str, env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modomo.cli", *args],
+        env=worker_env(MODOMO_DATA_DIR=str(data_dir), COLUMNS="250", HF_HUB_OFFLINE="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("backend", ["grounding-dino", "yoloe"])
+def test_open_vocabulary_job_through_an_ai_worker(
+    backend: str, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
     from modomo.jobs import create_job, dispatch_batches
     from modomo.sources import expand_sources, ingest
@@ -183,18 +264,25 @@ def test_grounding_dino_job_through_an_ai_worker(
     folder.mkdir()
     for index, (rgb, _, _) in enumerate(synthetic_scenes(3, seed=11)):
         (folder / f"room{index}.png").write_bytes(encode(rgb))
+    env = {"MODOMO_DETECTOR_WEIGHTS": str(tiny_models["grounding_dino"])}
+    if backend == "yoloe":
+        weights = tmp_path / "yoloe.pt"
+        shutil.copy(tiny_models["yoloe"], weights)
+        cache = yoloe_cache(tiny_models, tmp_path)
+        embed_prompts(Weights("detector", str(weights), weights, "local"), PromptTable(), cache)
+        env = {"MODOMO_DETECTOR_WEIGHTS": str(weights), "MODOMO_MODEL_DIR": str(cache)}
     with celery_worker(
         log_path=tmp_path / "worker.log",
         command=[sys.executable, "-m", "modomo.cli", "worker", "--ai", "--warmup"],
         MODOMO_DEVICE="cpu",
-        MODOMO_DETECTOR="grounding-dino",
-        MODOMO_DETECTOR_WEIGHTS=str(tiny_models["grounding_dino"]),
+        MODOMO_DETECTOR=backend,
         MODOMO_DETECTOR_THRESHOLD="0.0",
         MODOMO_DETECTOR_MAX_DETECTIONS="12",
         MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
         MODOMO_DEPTH_WEIGHTS=str(tiny_models["depth_anything"]),
         MODOMO_DEPTH_FALLBACK_WEIGHTS=str(tiny_models["zoedepth"]),
         MODOMO_AI_BATCH_SIZE="2",
+        **env,
     ):
         job_id = create_job("detection", {"sources": [str(folder)]})
         report = ingest(job_id, expand_sources([str(folder)]))
@@ -208,10 +296,10 @@ def test_grounding_dino_job_through_an_ai_worker(
                 select(DetectedObject).where(DetectedObject.job_id == uuid.UUID(str(job_id)))
             )
         )
-        assert len(rows) == 3 * 12
+        assert 0 < len(rows) <= 3 * 12
         for row in rows:
-            assert row.models["detector_backend"] == "grounding-dino"
-            assert row.models["detector"] == f"{tiny_models['grounding_dino']}@local"
+            assert row.models["detector_backend"] == backend
+            assert row.models["detector"].startswith(env["MODOMO_DETECTOR_WEIGHTS"] + "@")
             prompt = row.models["prompt"]
             assert table.categories[table.prompts.index(prompt)] == row.category
             assert row.mask_rle is not None  # SAM prompted with the open-vocabulary box

@@ -17,7 +17,13 @@ from typing import Any
 from modomo.config import Settings, get_settings
 from modomo.models.clip import ClipEncoder
 from modomo.models.depth import DepthEstimator, FallbackDepth
-from modomo.models.detectors import GroundingDinoDetector, Selection, YoloDetector
+from modomo.models.detectors import (
+    Detector,
+    GroundingDinoDetector,
+    Selection,
+    YoloDetector,
+    YoloeDetector,
+)
 from modomo.models.device import resolve_device, set_torch_threads
 from modomo.models.segmenter import Sam2Segmenter
 from modomo.models.weights import resolve
@@ -72,14 +78,14 @@ class ModelRegistry:
     def _weights(self, role: str, name: str) -> Any:
         return resolve(role, name, self.settings.model_cache)
 
-    def detector(self) -> YoloDetector | GroundingDinoDetector:
+    def detector(self) -> Detector:
         """The detector of ``MODOMO_DETECTOR`` (weights ``MODOMO_DETECTOR_WEIGHTS``), with
         the selection of ``MODOMO_DETECTOR_THRESHOLD(S)``, ``_NMS_IOU`` and
         ``_MAX_DETECTIONS``; open-vocabulary backends prompted with the taxonomy's prompts
         and ``MODOMO_DETECTOR_PROMPTS``."""
         s = self.settings
 
-        def load() -> YoloDetector | GroundingDinoDetector:
+        def load() -> Detector:
             from modomo.analysis.taxonomy import PromptTable
 
             weights = self._weights("detector", s.detector_weights)
@@ -96,6 +102,15 @@ class ModelRegistry:
                     half=self.half,
                     selection=selection,
                     prompts=PromptTable(s.detector_prompts),
+                )
+            if s.detector == "yoloe":
+                return YoloeDetector(
+                    weights,
+                    self.device,
+                    half=self.half,
+                    selection=selection,
+                    prompts=PromptTable(s.detector_prompts),
+                    image_size=s.detector_image_size,
                 )
             return YoloDetector(
                 weights,

@@ -8,6 +8,8 @@ backend                   library, licence             labels
 ``yolo`` (default)        ultralytics, AGPL-3.0        a closed class set mapped to the
                                                        taxonomy (COCO: 32 of 84 categories)
 ``grounding-dino``        transformers, Apache-2.0     every category, from text prompts
+``yoloe``                 ultralytics, AGPL-3.0        every category, from text prompts
+                                                       (embeddings cached by ``models pull``)
 ========================  ===========================  ========================================
 """
 
@@ -18,18 +20,26 @@ from typing import Any
 from modomo.models.detectors.grounding_dino import GroundingDinoDetector
 from modomo.models.detectors.selection import Selection, empty_detections, labelled
 from modomo.models.detectors.yolo import YoloDetector
+from modomo.models.detectors.yoloe import YoloeDetector, embed_prompts
 
 __all__ = [
     "BACKENDS",
+    "Detector",
     "GroundingDinoDetector",
     "Selection",
     "YoloDetector",
+    "YoloeDetector",
+    "embed_prompts",
     "empty_detections",
     "labelled",
 ]
 
+Detector = YoloDetector | GroundingDinoDetector | YoloeDetector
+"""Any backend's detector: ``detect(images) -> list[sv.Detections]``, ``weights``, ``backend``."""
+
 BACKENDS: dict[str, Any] = {
     "yolo": YoloDetector,
     "grounding-dino": GroundingDinoDetector,
+    "yoloe": YoloeDetector,
 }
 """``MODOMO_DETECTOR`` values and their detector classes."""

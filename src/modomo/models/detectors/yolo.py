@@ -18,7 +18,17 @@ from modomo.analysis.taxonomy import ClassMap
 from modomo.models.detectors.selection import Selection, empty_detections
 from modomo.models.weights import Weights
 
-__all__ = ["YoloDetector"]
+__all__ = ["YoloDetector", "restore_pillow_open"]
+
+
+def restore_pillow_open() -> None:
+    """Give this process back Pillow's own ``Image.open``: importing ultralytics replaces it
+    with a wrapper that pip-installs pi-heif on files Pillow cannot read (see
+    :mod:`modomo.images.loading`)."""
+    from ultralytics.utils import patches
+
+    if Image.open is patches.image_open:
+        Image.open = patches._image_open
 
 
 class YoloDetector:
@@ -50,13 +60,8 @@ class YoloDetector:
         # this, importing it probes DNS to decide whether it is online.
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
-        from ultralytics.utils import patches
 
-        # ...and it replaces PIL.Image.open with a wrapper that pip-installs pi-heif on files
-        # Pillow cannot read; give this process back Pillow's own (see images.loading).
-        if Image.open is patches.image_open:
-            Image.open = patches._image_open
-
+        restore_pillow_open()
         self.weights = weights
         self.model = YOLO(str(weights.path), task="detect")
         self.class_map = ClassMap.for_model(self.model.names)
