@@ -20,11 +20,18 @@ class first everywhere, so its 80 classes are renamed after taxonomy categories 
 kept), and it runs at threshold 1e-6 with at most ``--boxes`` boxes per image: SAM decodes that
 many prompts per image, as on a furnished room.
 
+Detectors (``--detector``): ``yolo`` (yolo11n, its classes renamed as below), ``grounding-dino``
+(grounding-dino-tiny's architecture, every taxonomy prompt: 150 prompts in captions under its
+256-token limit, one forward pass per caption), ``owlv2`` (owlv2-base-patch16's architecture,
+every prompt a query embedded once) or ``yoloe`` (YOLOE-11s-seg, the prompts'
+embeddings computed first by a stand-in text encoder, as ``models pull`` caches them).
+
 Backends: ``redis-pg`` (Redis DB 13 and a throw-away PostgreSQL database on loopback, as in
 production) or ``sqlite`` (the embedded SQLite broker and database, for machines without
 Redis/PostgreSQL).
 
-Run: ``uv run python bench/ai_pipeline.py [--images 64] [--size tiny|real] [--backend redis-pg]``
+Run: ``uv run python bench/ai_pipeline.py [--images 64] [--size tiny|real] [--backend redis-pg]
+[--detector yolo|grounding-dino|owlv2|yoloe]``
 """
 
 from __future__ import annotations
@@ -91,6 +98,28 @@ def relabelled_detector(weights: Path, out: Path) -> Path:
     return out
 
 
+def detector_weights(backend: str, models: dict[str, Path], work: Path) -> Path:
+    """The detector's weights for ``backend``; for YOLOE, its prompt embeddings computed and
+    cached beside them first (the stand-in text encoder placed where ``models pull`` puts
+    MobileCLIP's)."""
+    if backend == "yolo":
+        return relabelled_detector(models["yolo"], work / "models" / "yolo-taxonomy.pt")
+    if backend in ("grounding-dino", "owlv2"):
+        return models[backend.replace("-", "_")]
+    import shutil
+
+    from modomo.analysis.taxonomy import PromptTable
+    from modomo.models import Weights
+    from modomo.models.detectors import embed_prompts
+
+    cache = work / "model-cache"
+    (cache / "ultralytics").mkdir(parents=True, exist_ok=True)
+    shutil.copy(models["yoloe_text_encoder"], cache / "ultralytics" / "mobileclip_blt.ts")
+    weights = models["yoloe"]
+    embed_prompts(Weights("detector", str(weights), weights, "local"), PromptTable(), cache)
+    return weights
+
+
 def wait_until_final(job_id: object, timeout_s: float = 1200) -> None:
     from sqlalchemy import select
 
@@ -150,13 +179,17 @@ def main() -> None:
     parser.add_argument("--ai-batch-size", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16, help="scenes per task")
     parser.add_argument("--baseline-images", type=int, default=4, help="images for (b)")
+    parser.add_argument(
+        "--detector", choices=("yolo", "grounding-dino", "owlv2", "yoloe"), default="yolo"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modomo-ai-bench-"))
     models = _script("build_random_models").build(work / "models", args.size)  # type: ignore[attr-defined]
-    detector = relabelled_detector(models["yolo"], work / "models" / "yolo-taxonomy.pt")
+    detector = detector_weights(args.detector, models, work)
     env = {
         "MODOMO_DATA_DIR": str(work / "data"),
+        "MODOMO_DETECTOR": args.detector,
         "MODOMO_DETECTOR_WEIGHTS": str(detector),
         "MODOMO_SEGMENTER_WEIGHTS": str(models["sam2"]),
         "MODOMO_DEPTH_WEIGHTS": str(models["depth_anything"]),
@@ -288,8 +321,8 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     print(
-        f"models: random weights, {args.size} architectures; {args.boxes} boxes per image; "
-        f"backend {args.backend}"
+        f"models: random weights, {args.size} architectures, detector {args.detector}; "
+        f"{args.boxes} boxes per image; backend {args.backend}"
     )
     print(
         f"images: {n} synthetic 512x512 scenes; tasks of {args.batch_size} scenes, "

@@ -1,5 +1,5 @@
-"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth, CLIP, Grounding DINO and YOLOE checkpoints
-with RANDOM weights.
+"""Build YOLO, SAM 2.1, Depth Anything V2, ZoeDepth, CLIP, Grounding DINO, OWLv2 and YOLOE
+checkpoints with RANDOM weights.
 
 For tests and benchmarks only. Model weights cannot be downloaded on CI machines or on the
 offline GPU benchmark node, so the plumbing (loading from a local folder, processors,
@@ -14,7 +14,8 @@ folders are passed to it as local weight paths.
     python scripts/build_random_models.py OUT_DIR [--size tiny|real]
 
 writes ``OUT_DIR/yolo.pt``, ``OUT_DIR/sam2``, ``OUT_DIR/depth_anything``,
-``OUT_DIR/zoedepth``, ``OUT_DIR/clip``, ``OUT_DIR/grounding_dino``, ``OUT_DIR/yoloe.pt`` and
+``OUT_DIR/zoedepth``, ``OUT_DIR/clip``, ``OUT_DIR/grounding_dino``, ``OUT_DIR/owlv2``,
+``OUT_DIR/yoloe.pt`` and
 ``OUT_DIR/mobileclip_blt.ts`` (a stand-in for YOLOE's text encoder, see ``_yoloe``).
 
 CLIP's tokenizer cannot be downloaded either: ``OUT_DIR/clip`` gets a minimal byte-level BPE
@@ -257,6 +258,45 @@ def _grounding_dino(out: Path, size: str) -> None:
     )
 
 
+def _owlv2(out: Path, size: str) -> None:
+    """OWLv2: the defaults are owlv2-base-patch16's architecture (ViT-B/16 at 960 pixels, a
+    12-layer 512-wide text transformer over 16 tokens). Its CLIP tokenizer gets the minimal
+    byte-level vocabulary of ``_clip`` (one token per character: long prompts are cut at 16
+    tokens, as the real tokenizer cuts longer ones)."""
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    vocab = _byte_level_vocab()
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    text: dict[str, Any] = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": 0}
+    vision: dict[str, Any] = {}
+    side = 960
+    if size == "tiny":
+        side = 128
+        small = {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        }
+        text.update(small, vocab_size=len(vocab))
+        vision.update(small, patch_size=16, image_size=side)
+    # the class head compares projected text embeddings with image features mapped to the
+    # text width: OWLv2's projection_dim equals its text width (512)
+    config = Owlv2Config(
+        text_config=text, vision_config=vision, projection_dim=text.get("hidden_size", 512)
+    )
+    Owlv2ForObjectDetection(config).eval().save_pretrained(out)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    image_processor = Owlv2ImageProcessor(size={"height": side, "width": side})
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+
+
 def _yoloe(out: Path, text_encoder: Path, size: str) -> None:
     """YOLOE-11s-seg (``yoloe-11s-seg.yaml``, either size: small enough for CPU tests) and a
     stand-in for its MobileCLIP text encoder: MobileCLIP's TorchScript file cannot be
@@ -288,8 +328,8 @@ def _yoloe(out: Path, text_encoder: Path, size: str) -> None:
 
 def build(out: Path, size: str = "tiny") -> dict[str, Path]:
     """Write the random-weight checkpoints under ``out``; returns their paths (keys ``yolo``,
-    ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``, ``grounding_dino``, ``yoloe`` and
-    ``yoloe_text_encoder``)."""
+    ``sam2``, ``depth_anything``, ``zoedepth``, ``clip``, ``grounding_dino``, ``owlv2``,
+    ``yoloe`` and ``yoloe_text_encoder``)."""
     import torch
 
     torch.manual_seed(0)
@@ -300,6 +340,7 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
         "zoedepth": out / "zoedepth",
         "clip": out / "clip",
         "grounding_dino": out / "grounding_dino",
+        "owlv2": out / "owlv2",
         "yoloe": out / "yoloe.pt",
         "yoloe_text_encoder": out / "mobileclip_blt.ts",
     }
@@ -310,6 +351,7 @@ def build(out: Path, size: str = "tiny") -> dict[str, Path]:
     _zoedepth(folders["zoedepth"], size)
     _clip(folders["clip"], size)
     _grounding_dino(folders["grounding_dino"], size)
+    _owlv2(folders["owlv2"], size)
     _yoloe(folders["yoloe"], folders["yoloe_text_encoder"], size)
     return folders
 

@@ -37,6 +37,7 @@ ENV_PREFIX = "MODOMO_"
 DETECTOR_WEIGHTS = {
     "yolo": "yolo11n.pt",
     "grounding-dino": "IDEA-Research/grounding-dino-tiny",
+    "owlv2": "google/owlv2-base-patch16-ensemble",
     "yoloe": "yoloe-11s-seg.pt",
 }
 """Each detector backend's weights when ``MODOMO_DETECTOR_WEIGHTS`` is not set."""
@@ -384,18 +385,20 @@ class Settings(BaseSettings):
         validation_alias=_env("model_dir"),
         description="Local weight cache filled by `modomo models pull` (default: DATA_DIR/models).",
     )
-    detector: Literal["yolo", "grounding-dino", "yoloe"] = Field(
+    detector: Literal["yolo", "grounding-dino", "owlv2", "yoloe"] = Field(
         default="yolo",
         validation_alias=_env("detector"),
         description="Detector backend: yolo (closed class set mapped to the taxonomy), "
-        "grounding-dino or yoloe (open vocabulary, every category from its text prompts).",
+        "grounding-dino, owlv2 or yoloe (open vocabulary, every category from its text "
+        "prompts).",
     )
     detector_weights: str = Field(
         default="",
         validation_alias=_env("detector_weights"),
         description="Detector weights: an ultralytics weight name or local .pt (yolo, yoloe), "
-        "a Hugging Face hub id or local folder (grounding-dino); default: yolo11n.pt, "
-        "IDEA-Research/grounding-dino-tiny, yoloe-11s-seg.pt.",
+        "a Hugging Face hub id or local folder (grounding-dino, owlv2); default: yolo11n.pt, "
+        "IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble, "
+        "yoloe-11s-seg.pt.",
     )
     detector_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.25,

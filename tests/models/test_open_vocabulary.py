@@ -1,6 +1,7 @@
 """Open-vocabulary detection: the taxonomy's prompts, Grounding DINO's captions under its
 token limit, YOLOE's prompt embeddings computed by `models pull` and cached, per-category
-thresholds and class-agnostic NMS, and jobs of both backends through a real AI worker
+thresholds and class-agnostic NMS, OWLv2's queries embedded once, and jobs of each
+open-vocabulary backend through a real AI worker
 (random weights built from configs: outputs are noise, so the tests check labels, plumbing
 and selection, not accuracy)."""
 
@@ -24,6 +25,7 @@ from modomo.db.session import session_scope
 from modomo.models import MissingWeightsError, Weights
 from modomo.models.detectors import (
     GroundingDinoDetector,
+    Owlv2Detector,
     Selection,
     YoloeDetector,
     embed_prompts,
@@ -182,6 +184,50 @@ def test_grounding_dino_labels_every_category_from_all_captions(
     assert len(found) < len(unfiltered)
 
 
+def test_owlv2_embeds_every_prompt_once_and_labels_each_patch_box(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        device="cpu",
+        detector="owlv2",
+        detector_weights=str(tiny_models["owlv2"]),
+        detector_threshold=0.0,
+        detector_nms_iou=1.0,
+        detector_max_detections=100_000,
+    )
+    detector = ModelRegistry(settings).detector()
+    assert isinstance(detector, Owlv2Detector) and detector.backend == "owlv2"
+    table = detector.prompts
+    assert detector.queries.shape[0] == len(table)  # one query per prompt, embedded at load
+    vision = detector.model.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    rgbs = [rgb for rgb, _, _ in synthetic_scenes(2, seed=9)]
+    rgbs[1] = np.ascontiguousarray(rgbs[1][: rgbs[1].shape[0] // 2])  # not square: padded
+    for rgb, found in zip(rgbs, detector.detect(rgbs), strict=True):
+        assert len(found) == patches  # threshold 0, no NMS: one box per patch
+        height, width = rgb.shape[:2]
+        assert (found.xyxy[:, [0, 2]] <= width).all() and (found.xyxy[:, [1, 3]] <= height).all()
+        for category, prompt in zip(found.data["category"], found.data["prompt"], strict=True):
+            assert table.categories[table.prompts.index(prompt)] == category
+
+
+def test_missing_open_vocabulary_weights_name_the_pull_command(tmp_path: Path) -> None:
+    from modomo.models import resolve
+
+    for backend, name in (
+        ("grounding-dino", "IDEA-Research/grounding-dino-tiny"),
+        ("owlv2", "google/owlv2-base-patch16-ensemble"),
+        ("yoloe", "yoloe-11s-seg.pt"),
+    ):
+        settings = load_settings(data_dir=tmp_path, detector=backend)
+        assert settings.detector_weights == name
+        with pytest.raises(MissingWeightsError, match="modomo models pull detector"):
+            resolve("detector", name, settings.model_cache)
+        with pytest.raises(MissingWeightsError, match="modomo models pull detector"):
+            ModelRegistry(settings).detector()
+
+
 # --- YOLOE ----------------------------------------------------------------------------------
 def yoloe_cache(tiny_models: dict[str, Path], tmp_path: Path) -> Path:
     """A model cache holding YOLOE's text encoder, as `models pull` leaves it."""
@@ -252,7 +298,7 @@ def run_cli(*args: str, env: dict[str, str], data_dir: Path) -> subprocess.Compl
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("backend", ["grounding-dino", "yoloe"])
+@pytest.mark.parametrize("backend", ["grounding-dino", "owlv2", "yoloe"])
 def test_open_vocabulary_job_through_an_ai_worker(
     backend: str, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -264,7 +310,7 @@ def test_open_vocabulary_job_through_an_ai_worker(
     folder.mkdir()
     for index, (rgb, _, _) in enumerate(synthetic_scenes(3, seed=11)):
         (folder / f"room{index}.png").write_bytes(encode(rgb))
-    env = {"MODOMO_DETECTOR_WEIGHTS": str(tiny_models["grounding_dino"])}
+    env = {"MODOMO_DETECTOR_WEIGHTS": str(tiny_models[backend.replace("-", "_")])}
     if backend == "yoloe":
         weights = tmp_path / "yoloe.pt"
         shutil.copy(tiny_models["yoloe"], weights)

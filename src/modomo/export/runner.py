@@ -37,6 +37,7 @@ CHUNK = 500
 
 MODEL_LICENCES: dict[str, str] = {
     "grounding-dino": "Apache-2.0 (Grounding DINO)",
+    "owlv2": "Apache-2.0 (OWLv2)",
     "yoloe": "AGPL-3.0 (Ultralytics YOLOE)",
     "yolo": "AGPL-3.0 (Ultralytics YOLO)",
     "sam2": "Apache-2.0 (SAM 2.1)",

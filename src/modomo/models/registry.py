@@ -20,6 +20,7 @@ from modomo.models.depth import DepthEstimator, FallbackDepth
 from modomo.models.detectors import (
     Detector,
     GroundingDinoDetector,
+    Owlv2Detector,
     Selection,
     YoloDetector,
     YoloeDetector,
@@ -95,8 +96,9 @@ class ModelRegistry:
                 nms_iou=s.detector_nms_iou,
                 max_detections=s.detector_max_detections,
             )
-            if s.detector == "grounding-dino":
-                return GroundingDinoDetector(
+            if s.detector in ("grounding-dino", "owlv2"):
+                backend = GroundingDinoDetector if s.detector == "grounding-dino" else Owlv2Detector
+                return backend(
                     weights,
                     self.device,
                     half=self.half,

@@ -177,6 +177,7 @@ class GroundingDinoDetector:
         """Per image: boxes xyxy (n, 4), scores (n,) and prompt indices (n,) at or above the
         selection's lowest threshold."""
         import torch
+        from torchvision.ops import box_convert
 
         inputs = self.processor(
             images=images, text=[caption.text] * len(images), return_tensors="pt", padding=True
@@ -192,9 +193,7 @@ class GroundingDinoDetector:
         scores = probabilities @ weights.to(probabilities.device)  # (B, queries, prompts)
         top, chosen = scores.max(dim=-1)
         boxes = outputs.pred_boxes.float()  # (B, queries, 4) cx, cy, w, h of the image, 0-1
-        corners = torch.cat(
-            [boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1
-        )
+        corners = box_convert(boxes, "cxcywh", "xyxy")
         best, column, xyxy01 = (t.cpu().numpy() for t in (top, chosen, corners))
         prompt_index = np.asarray(caption.prompts)
         parts = []
