@@ -27,7 +27,8 @@ import numpy as np
 import supervision as sv
 
 from modomo.analysis.taxonomy import PromptTable
-from modomo.models.detectors.selection import Selection, labelled
+from modomo.models.detectors.hub import PromptedDetector
+from modomo.models.detectors.selection import Selection
 from modomo.models.weights import Weights
 
 __all__ = ["Caption", "GroundingDinoDetector", "prompt_chunks"]
@@ -97,7 +98,7 @@ def prompt_chunks(table: PromptTable, tokenizer: Any, max_tokens: int) -> list[C
     return captions
 
 
-class GroundingDinoDetector:
+class GroundingDinoDetector(PromptedDetector):
     """Grounding DINO on a list of images, every category of the taxonomy prompted.
 
     Args:
@@ -123,19 +124,7 @@ class GroundingDinoDetector:
         selection: Selection,
         prompts: PromptTable,
     ) -> None:
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        self.weights = weights
-        self.device = device
-        self.dtype = torch.float16 if half and device.startswith("cuda") else torch.float32
-        self.processor = AutoProcessor.from_pretrained(str(weights.path))
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            str(weights.path), dtype=self.dtype
-        )
-        self.model.to(device).eval()
-        self.selection = selection
-        self.prompts = prompts
+        super().__init__(weights, device, half=half, selection=selection, prompts=prompts)
         self.captions = prompt_chunks(
             prompts, self.processor.tokenizer, int(self.model.config.max_text_len)
         )
@@ -157,19 +146,10 @@ class GroundingDinoDetector:
         for caption in self.captions:
             for i, part in enumerate(self._detect_caption(images, caption)):
                 found[i].append(part)
-        out = []
-        for parts in found:
-            xyxy = np.concatenate([p[0] for p in parts])
-            confidence = np.concatenate([p[1] for p in parts])
-            prompt = np.concatenate([p[2] for p in parts])
-            det = labelled(
-                xyxy,
-                confidence,
-                [self.prompts.category(int(p)) for p in prompt],
-                [self.prompts.prompts[int(p)] for p in prompt],
-            )
-            out.append(self.selection.apply(det))
-        return out
+        return [
+            self._select(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
+            for parts in found
+        ]
 
     def _detect_caption(
         self, images: list[np.ndarray], caption: Caption
@@ -201,5 +181,5 @@ class GroundingDinoDetector:
             height, width = image.shape[:2]
             keep = best[i] >= self.selection.floor
             xyxy = np.clip(xyxy01[i][keep] * [width, height, width, height], 0, [width, height] * 2)
-            parts.append((xyxy.astype(np.float32), best[i][keep], prompt_index[column[i][keep]]))
+            parts.append((xyxy, best[i][keep], prompt_index[column[i][keep]]))
         return parts

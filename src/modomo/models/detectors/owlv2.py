@@ -17,13 +17,12 @@ its boxes are fractions of the padded square: pixels are fractions times the lon
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import supervision as sv
 
 from modomo.analysis.taxonomy import PromptTable
-from modomo.models.detectors.selection import Selection, labelled
+from modomo.models.detectors.hub import PromptedDetector
+from modomo.models.detectors.selection import Selection
 from modomo.models.weights import Weights
 
 __all__ = ["MAX_QUERY_TOKENS", "Owlv2Detector"]
@@ -32,7 +31,7 @@ MAX_QUERY_TOKENS = 16
 """OWLv2's text queries are padded or cut to 16 tokens (its position embeddings)."""
 
 
-class Owlv2Detector:
+class Owlv2Detector(PromptedDetector):
     """OWLv2 on a list of images, every category of the taxonomy prompted.
 
     Args:
@@ -58,18 +57,8 @@ class Owlv2Detector:
         prompts: PromptTable,
     ) -> None:
         import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        self.weights = weights
-        self.device = device
-        self.dtype = torch.float16 if half and device.startswith("cuda") else torch.float32
-        self.processor = AutoProcessor.from_pretrained(str(weights.path))
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            str(weights.path), dtype=self.dtype
-        )
-        self.model.to(device).eval()
-        self.selection = selection
-        self.prompts = prompts
+        super().__init__(weights, device, half=half, selection=selection, prompts=prompts)
         tokens = self.processor.tokenizer(
             prompts.prompts,
             padding="max_length",
@@ -101,11 +90,11 @@ class Owlv2Detector:
             return []
         pixels = self.processor.image_processor(images=images, return_tensors="pt")
         pixel_values = pixels["pixel_values"].to(self.device, self.dtype)
-        model: Any = self.model
+        model = self.model
         with torch.inference_mode():
             feature_map = model.image_embedder(pixel_values=pixel_values)[0]
-            batch, rows, cols, width = feature_map.shape
-            features = feature_map.reshape(batch, rows * cols, width)
+            batch, rows, cols, dim = feature_map.shape
+            features = feature_map.reshape(batch, rows * cols, dim)
             queries = self.queries.to(features.dtype)[None].expand(batch, -1, -1)
             mask = torch.ones(queries.shape[:2], dtype=torch.bool, device=features.device)
             logits, _ = model.class_predictor(features, queries, mask)  # (B, patches, prompts)
@@ -121,12 +110,5 @@ class Owlv2Detector:
             keep = best[i] >= self.selection.floor
             side = max(height, width)  # boxes are fractions of the padded square
             xyxy = np.clip(fractions[i][keep] * side, 0, [width, height] * 2)
-            ids = column[i][keep]
-            detections = labelled(
-                xyxy.astype(np.float32),
-                best[i][keep],
-                [self.prompts.category(int(p)) for p in ids],
-                [self.prompts.prompts[int(p)] for p in ids],
-            )
-            out.append(self.selection.apply(detections))
+            out.append(self._select(xyxy, best[i][keep], column[i][keep]))
         return out

@@ -11,7 +11,9 @@ whose prompts have no cached embeddings (new prompts in ``MODOMO_DETECTOR_PROMPT
 with the command that computes them.
 
 Each prompt is one YOLOE class, so a box's class id is its prompt's index in the
-:class:`~modomo.analysis.taxonomy.PromptTable`, which names its category.
+:class:`~modomo.analysis.taxonomy.PromptTable`, which names its category. YOLOE's own masks
+are not used (SAM segments every backend's boxes); ultralytics drops a segmentation
+checkpoint's boxes whose YOLOE mask is empty.
 """
 
 from __future__ import annotations
