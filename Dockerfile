@@ -75,8 +75,11 @@ RUN groupadd --system --gid 10001 modomo \
 
 # The venv stays owned by root: the service cannot modify its own code.
 COPY --from=builder /app/.venv /app/.venv
-# The original scraper's entry points (`celery -A celery_app`, `uvicorn main_refactored:app`).
+# The original scraper's entry points (`celery -A celery_app`, `uvicorn main_refactored:app`)
+# and its imports (`from tasks.color_tasks import …`).
 COPY celery_app.py main_refactored.py /app/
+COPY tasks /app/tasks
+COPY models /app/models
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

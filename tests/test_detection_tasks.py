@@ -254,7 +254,7 @@ def test_run_detection_pipeline_on_a_scene(
     result = run_detection_pipeline.apply_async(
         args=(str(detection_job),), kwargs={"scene_id": str(scene_id), "stages": ["detect"]}
     ).get(timeout=60)
-    assert result == {"scenes": 1, "batches": 1}
+    assert (result["id"], result["scenes"], result["batches"]) == (str(detection_job), 1, 1)
     job = wait_for_job(detection_job, timeout_s=120)
     assert (job["status"], job["processed"], job["failed"]) == ("completed", 1, 0)
     found = objects_by_scene([scene_id])[scene_id]
@@ -262,3 +262,25 @@ def test_run_detection_pipeline_on_a_scene(
     # detect only: boxes and categories, no masks or depth
     assert all(o.mask_rle is None and o.depth_median is None for o in found)
     assert {o.models.get("detector", "") for o in found} != {""}
+
+
+def test_run_detection_pipeline_with_the_callers_own_job_id(
+    ai_worker: str, scenes: dict[str, tuple[np.ndarray, list[str]]]
+) -> None:
+    """The original guide's call: ``run_detection_pipeline.delay(job_id="detect_001",
+    scene_id=…)`` creates the job ``detect_001`` names, once, and ``.get()`` gives its
+    summary."""
+    from modomo.jobs import EXTERNAL_IDS
+    from modomo.tasks.detection_tasks import run_detection_pipeline
+
+    path = sorted(scenes)[11]
+    scene_id = ingest(create_job("ingest-only", {}), expand_sources([path])).scene_ids[0]
+    chosen = f"detect_{uuid.uuid4().hex[:8]}"
+    result = run_detection_pipeline.delay(job_id=chosen, scene_id=str(scene_id)).get(timeout=60)
+    job_id = uuid.uuid5(EXTERNAL_IDS, chosen)
+    assert (result["id"], result["type"], result["scenes"]) == (str(job_id), "detection", 1)
+    assert result["params"]["external_id"] == chosen
+    job = wait_for_job(job_id, timeout_s=120)
+    assert (job["status"], job["processed"], job["failed"]) == ("completed", 1, 0)
+    again = run_detection_pipeline.delay(job_id=chosen, scene_id=str(scene_id)).get(timeout=60)
+    assert "not done twice" in again["skipped"] and again["processed"] == 1

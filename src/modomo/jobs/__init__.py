@@ -2,9 +2,12 @@
 
 from modomo.jobs.accounting import JobCounts
 from modomo.jobs.lifecycle import (
+    EXTERNAL_IDS,
+    AdoptedJob,
     JobConflict,
     JobNotFound,
     abandon_job,
+    adopt_job,
     cancel_job,
     close_source,
     count_jobs,
@@ -16,6 +19,7 @@ from modomo.jobs.lifecycle import (
     finish_if_done,
     job_is_active,
     job_record,
+    job_summary,
     list_jobs,
     open_source,
     pending_scenes,
@@ -25,11 +29,14 @@ from modomo.jobs.lifecycle import (
 from modomo.jobs.reporter import ProgressReporter
 
 __all__ = [
+    "EXTERNAL_IDS",
+    "AdoptedJob",
     "JobConflict",
     "JobCounts",
     "JobNotFound",
     "ProgressReporter",
     "abandon_job",
+    "adopt_job",
     "cancel_job",
     "close_source",
     "count_jobs",
@@ -41,6 +48,7 @@ __all__ = [
     "finish_if_done",
     "job_is_active",
     "job_record",
+    "job_summary",
     "list_jobs",
     "open_source",
     "pending_scenes",

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from celery import Task
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from modomo.db.models import (
@@ -38,6 +40,8 @@ from modomo.jobs.accounting import (
 )
 
 __all__ = [
+    "EXTERNAL_IDS",
+    "AdoptedJob",
     "JobConflict",
     "JobNotFound",
     "SOURCE_OPEN",
@@ -46,6 +50,7 @@ __all__ = [
     "count_jobs",
     "create_job",
     "describe_job",
+    "adopt_job",
     "dispatch_batches",
     "expire_jobs",
     "fail_lost_work",
@@ -53,12 +58,17 @@ __all__ = [
     "finish_if_done",
     "job_is_active",
     "job_record",
+    "job_summary",
     "list_jobs",
     "open_source",
     "update_params",
 ]
 
 log = logging.getLogger(__name__)
+
+EXTERNAL_IDS = uuid.UUID("6d6f646f-6d6f-5e78-8000-6a6f62696473")
+"""Namespace of the job ids made from caller-chosen ids (``uuid5(EXTERNAL_IDS, "color_001")``,
+RFC 4122 name-based): the same chosen id always names the same job."""
 
 
 class JobNotFound(LookupError):
@@ -70,10 +80,17 @@ class JobConflict(RuntimeError):
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    """A job id, or the id of the job a caller named with its own id (see :func:`adopt_job`).
+
+    Raises:
+        JobNotFound: an empty id.
+    """
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise JobNotFound(f"not a job id: {value!r}") from None
+        if not str(value).strip():
+            raise JobNotFound(f"not a job id: {value!r}") from None
+        return uuid.uuid5(EXTERNAL_IDS, str(value))
 
 
 def _locked(session: Session, job_id: uuid.UUID) -> Job:
@@ -144,6 +161,79 @@ def create_job(
         session.add(job)
         session.flush()
         return job.id
+
+
+@dataclass(frozen=True)
+class AdoptedJob:
+    """The job a start task was called for (see :func:`adopt_job`).
+
+    Attributes:
+        id: the job's id.
+        external_id: the caller's own id when it was not a job id, else None.
+        created: True when this call created the job record.
+    """
+
+    id: uuid.UUID
+    external_id: str | None
+    created: bool
+
+    @property
+    def already_started(self) -> bool:
+        """A caller-chosen id whose job an earlier call created: its work is not done twice."""
+        return self.external_id is not None and not self.created
+
+
+def adopt_job(job_id: uuid.UUID | str, job_type: str, params: dict[str, Any]) -> AdoptedJob:
+    """The job a start task was called for, created when the caller chose its id.
+
+    The original Modomo scraper's guide calls start tasks directly with an id of its own
+    (``run_color_processing_job.delay(job_id="color_001", limit=100)``). A job id of an
+    existing job is that job; any other string is a caller-chosen id: the job
+    ``uuid5(EXTERNAL_IDS, id)`` with ``params["external_id"]`` = id, created now (pending)
+    unless an earlier call created it (then :attr:`AdoptedJob.already_started`).
+
+    Args:
+        job_id: a job id, or the caller's own id.
+        job_type: the type of a job created here (``colors``, ``detection`` …).
+        params: the parameters recorded on a job created here.
+    """
+    try:
+        given = uuid.UUID(str(job_id))
+    except ValueError:
+        given = None
+    if given is not None:
+        with session_scope() as session:
+            if session.get(Job, given) is not None:
+                return AdoptedJob(given, None, False)
+    external = str(job_id)
+    jid = given or uuid.uuid5(EXTERNAL_IDS, external)
+    try:
+        with session_scope() as session:
+            if session.get(Job, jid) is not None:
+                return AdoptedJob(jid, external, False)
+            session.add(
+                Job(
+                    id=jid,
+                    type=job_type,
+                    params={**params, "external_id": external},
+                    status=JobStatus.PENDING,
+                )
+            )
+    except IntegrityError:  # the same call, at the same time, elsewhere
+        return AdoptedJob(jid, external, False)
+    log.info("created job %s for the caller's id %r", jid, external)
+    return AdoptedJob(jid, external, True)
+
+
+def job_summary(job_id: uuid.UUID | str, **extra: Any) -> dict[str, Any]:
+    """What a start task returns to ``.get()``: the job's record (``id``, ``status``,
+    counts, ``params`` with any ``external_id``, timestamps) and ``extra``.
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    with session_scope() as session:
+        return {**job_record(_get(session, _uuid(job_id))), **extra}
 
 
 def dispatch_batches(

@@ -20,7 +20,7 @@ from modomo.db.models import ItemStatus, JobScene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.images import LoadedImage, load_image
 from modomo.jobs.accounting import fail_pending
-from modomo.jobs.lifecycle import close_source
+from modomo.jobs.lifecycle import adopt_job, close_source, job_summary
 from modomo.jobs.reporter import ProgressReporter
 
 __all__ = [
@@ -33,8 +33,30 @@ __all__ = [
     "load_scene_images",
     "pending_scenes",
     "same_priority",
+    "start_job",
     "stop_at_soft_limit",
 ]
+
+
+def start_job(
+    job_id: str, job_type: str, params: dict[str, Any]
+) -> tuple[str, dict[str, Any] | None]:
+    """The job a start task was called for, as ``(job id, None)``; or, for a caller-chosen
+    id an earlier call already started, ``(job id, the job's summary)`` to return instead of
+    doing the work again (see :func:`modomo.jobs.lifecycle.adopt_job`).
+
+    Args:
+        job_id: a job id, or the caller's own id (``"color_001"``).
+        job_type: the type of a job created for a caller's own id.
+        params: the parameters recorded on such a job.
+    """
+    adopted = adopt_job(job_id, job_type, params)
+    if adopted.already_started:
+        return str(adopted.id), job_summary(
+            adopted.id, skipped="this job id was started before; its work is not done twice"
+        )
+    return str(adopted.id), None
+
 
 # A soft time limit that strikes inside a batched model call stops the batch (each task's
 # handler re-sends what is left) instead of failing the images it happened to interrupt.

@@ -34,6 +34,7 @@ from modomo.jobs import (
     dispatch_batches,
     finish_if_done,
     job_is_active,
+    job_summary,
     open_source,
     set_result,
 )
@@ -45,6 +46,7 @@ from modomo.tasks.base import (
     SourceTask,
     load_scene_image,
     load_scene_images,
+    start_job,
     stop_at_soft_limit,
 )
 
@@ -215,6 +217,11 @@ def run_scene_reclassification_job(
     Returns:
         ``{"scenes": n, "batches": b}`` (``{"skipped": status}`` for a job no longer active).
     """
+    job_id, started = start_job(
+        job_id, "classify", {"limit": limit, "force_reclassify": force_reclassify}
+    )
+    if started is not None:
+        return started
     if not job_is_active(job_id):
         return {"skipped": "the job is no longer active"}
     with session_scope() as session:
@@ -229,7 +236,7 @@ def run_scene_reclassification_job(
         scene_ids = list(session.scalars(query))
     task_ids = dispatch_batches(job_id, classify_scenes_batch, scene_ids, get_settings().batch_size)
     finish_if_done(job_id)
-    return {"scenes": len(scene_ids), "batches": len(task_ids)}
+    return job_summary(job_id, scenes=len(scene_ids), batches=len(task_ids))
 
 
 @app.task(bind=True, **RETRY)
@@ -293,6 +300,9 @@ def run_dedup_job(self: Task, job_id: str) -> dict[str, Any]:
     """
     from modomo.duplicates import regroup
 
+    job_id, started = start_job(job_id, "dedup", {})
+    if started is not None:
+        return started
     if not job_is_active(job_id):
         return {"skipped": "the job is no longer active"}
     jid = uuid.UUID(job_id)

@@ -23,8 +23,21 @@ from modomo.config import get_settings
 from modomo.db.models import Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.images import ImageError, LoadedImage
-from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image, stop_at_soft_limit
+from modomo.jobs import (
+    ProgressReporter,
+    dispatch_batches,
+    finish_if_done,
+    job_is_active,
+    job_summary,
+)
+from modomo.tasks.base import (
+    RETRY,
+    UNUSABLE,
+    BatchTask,
+    load_scene_image,
+    start_job,
+    stop_at_soft_limit,
+)
 
 __all__ = ["process_colors_batch", "process_scene_colors", "run_color_processing_job"]
 
@@ -125,12 +138,17 @@ def run_color_processing_job(self: Task, job_id: str, limit: int | None = None) 
     """Fan a colours job out over the scenes that have no palette yet.
 
     Args:
-        job_id: a pending job created by the caller.
+        job_id: a pending job created by the caller, or the caller's own id
+            (``"color_001"``): the job is created for it, once (:func:`start_job`).
         limit: at most this many scenes (oldest first); None for all.
 
     Returns:
-        ``{"scenes": n, "batches": b}`` (``{"skipped": status}`` for a job no longer active).
+        The job's summary (:func:`modomo.jobs.job_summary`) with ``scenes`` and ``batches``
+        sent (``{"skipped": status}`` for a job no longer active).
     """
+    job_id, started = start_job(job_id, "colors", {"limit": limit})
+    if started is not None:
+        return started
     if not job_is_active(job_id):
         return {"skipped": "the job is no longer active"}
     with session_scope() as session:
@@ -149,7 +167,7 @@ def run_color_processing_job(self: Task, job_id: str, limit: int | None = None) 
     task_ids = dispatch_batches(job_id, process_colors_batch, scene_ids, get_settings().batch_size)
     if not scene_ids:
         finish_if_done(job_id)
-    return {"scenes": len(scene_ids), "batches": len(task_ids)}
+    return job_summary(job_id, scenes=len(scene_ids), batches=len(task_ids))
 
 
 @app.task(bind=True, **RETRY)

@@ -46,8 +46,21 @@ from modomo.inference import (
     parse_stages,
     pipelined,
 )
-from modomo.jobs import ProgressReporter, dispatch_batches, finish_if_done, job_is_active
-from modomo.tasks.base import RETRY, UNUSABLE, BatchTask, load_scene_image, stop_at_soft_limit
+from modomo.jobs import (
+    ProgressReporter,
+    dispatch_batches,
+    finish_if_done,
+    job_is_active,
+    job_summary,
+)
+from modomo.tasks.base import (
+    RETRY,
+    UNUSABLE,
+    BatchTask,
+    load_scene_image,
+    start_job,
+    stop_at_soft_limit,
+)
 
 __all__ = ["process_scenes_batch", "reprocess_scene_objects", "run_detection_pipeline"]
 
@@ -268,7 +281,8 @@ def run_detection_pipeline(
     ``ai_processing``.
 
     Args:
-        job_id: a pending job created by the caller.
+        job_id: a pending job created by the caller, or the caller's own id
+            (``"detect_001"``): the job is created for it, once (:func:`start_job`).
         image_url: an http(s) image to fetch (safe fetch, size limits) and process.
         scene_id: an existing scene to process.
         scene_ids: existing scenes to process (ids that name no scene fail, with the reason).
@@ -276,14 +290,22 @@ def run_detection_pipeline(
         limit: with neither, at most this many scenes (oldest first).
 
     Returns:
-        ``{"scenes": n, "batches": b}`` (``{"skipped": status}`` for a job no longer active).
+        The job's summary (:func:`modomo.jobs.job_summary`) with ``scenes`` and ``batches``
+        sent (``{"skipped": status}`` for a job no longer active).
     """
     from modomo.sources import ingest
     from modomo.sources.inputs import Input
 
+    parse_stages(stages or list(STAGES))  # refuse a bad pipeline before any work
+    job_id, started = start_job(
+        job_id,
+        "detection",
+        {"image_url": image_url, "scene_id": scene_id, "stages": stages, "limit": limit},
+    )
+    if started is not None:
+        return started
     if not job_is_active(job_id):
         return {"skipped": "the job is no longer active"}
-    parse_stages(stages or list(STAGES))  # refuse a bad pipeline before any work
     if image_url:
         ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids
     elif scene_id or scene_ids:
@@ -308,7 +330,7 @@ def run_detection_pipeline(
         job_id, process_scenes_batch, ids, get_settings().batch_size, stages=stages
     )
     finish_if_done(job_id)
-    return {"scenes": len(ids), "batches": len(task_ids)}
+    return job_summary(job_id, scenes=len(ids), batches=len(task_ids))
 
 
 def _known_scenes(job_id: str, scene_ids: Sequence[str]) -> list[uuid.UUID]:

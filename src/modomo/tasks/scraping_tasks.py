@@ -19,7 +19,7 @@ from modomo.celery_app import app
 from modomo.config import get_settings
 from modomo.jobs import close_source, job_is_active, open_source
 from modomo.sources.houzz import CrawlReport, check_room_types, crawl_galleries
-from modomo.tasks.base import RETRY, SourceTask, same_priority
+from modomo.tasks.base import RETRY, SourceTask, same_priority, start_job
 
 __all__ = ["run_scraping_job"]
 
@@ -51,6 +51,9 @@ def run_scraping_job(
         ValueError: an unknown room type or a limit below 1 (the job is marked failed).
     """
     check_room_types(room_types)
+    job_id, started = start_job(job_id, "scrape", {"limit": limit, "room_types": room_types})
+    if started is not None:
+        return started
     if not job_is_active(job_id):  # cancelled (or finished) while this waited in the queue
         close_source(job_id)  # drops the hold a killed earlier run may have left
         return {**CrawlReport(cancelled=True).as_dict(), "continued": False}

@@ -1,0 +1,7 @@
+"""``models.detectors`` is :mod:`modomo.models.detectors` itself (see the package docstring)."""
+
+import sys
+
+from modomo.models import detectors as _module
+
+sys.modules[__name__] = _module

@@ -1,0 +1,7 @@
+"""``models.device`` is :mod:`modomo.models.device` itself (see the package docstring)."""
+
+import sys
+
+from modomo.models import device as _module
+
+sys.modules[__name__] = _module

@@ -1,0 +1,7 @@
+"""``tasks.classification_tasks`` is :mod:`modomo.tasks.classification_tasks` itself (see the package docstring)."""
+
+import sys
+
+from modomo.tasks import classification_tasks as _module
+
+sys.modules[__name__] = _module

@@ -1,0 +1,7 @@
+"""``tasks.export_tasks`` is :mod:`modomo.tasks.export_tasks` itself (see the package docstring)."""
+
+import sys
+
+from modomo.tasks import export_tasks as _module
+
+sys.modules[__name__] = _module
