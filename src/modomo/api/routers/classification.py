@@ -10,23 +10,31 @@ from fastapi import APIRouter, Depends, Query, status
 
 from modomo.api.auth import CurrentUser
 from modomo.api.enqueue import enqueue_job
+from modomo.api.jobrequest import JobRequest
 from modomo.api.keys import Principal
 from modomo.api.ratelimit import enqueue_limit
 from modomo.api.schemas import Accepted, JobOptions, Page, ReclassifyRequest
 
 router = APIRouter(tags=["classification"])
 
+RECLASSIFY = JobRequest(ReclassifyRequest)
+DEDUP = JobRequest(JobOptions)
+
 _MISSING = "this worker image has no classification tasks (modomo.tasks.classification_tasks)"
 
 
-@router.post("/classify/reclassify", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/classify/reclassify",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=RECLASSIFY.openapi_extra(),
+)
 def reclassify(
-    principal: Annotated[Principal, Depends(enqueue_limit)], body: ReclassifyRequest | None = None
+    principal: Annotated[Principal, Depends(enqueue_limit)],
+    body: Annotated[ReclassifyRequest, Depends(RECLASSIFY.dependency)],
 ) -> Accepted:
     """Classify up to ``limit`` scenes not classified yet (all of them with
     ``force_reclassify``): room type, style and scene type (top k with probabilities,
     ``unknown`` below the threshold) and an image embedding per scene and object."""
-    body = body or ReclassifyRequest()
     return enqueue_job(
         principal,
         "classify",
@@ -37,9 +45,10 @@ def reclassify(
     )
 
 
-@router.post("/dedup", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/dedup", status_code=status.HTTP_202_ACCEPTED, openapi_extra=DEDUP.openapi_extra())
 def dedup(
-    principal: Annotated[Principal, Depends(enqueue_limit)], body: JobOptions | None = None
+    principal: Annotated[Principal, Depends(enqueue_limit)],
+    body: Annotated[JobOptions, Depends(DEDUP.dependency)],
 ) -> Accepted:
     """Hash the scenes without a pHash and rebuild the duplicate groups (pHash within
     ``MODOMO_PHASH_MAX_DISTANCE`` bits, embeddings from ``MODOMO_SEMANTIC_MIN_SIMILARITY``);

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy import select
 
 from modomo.api.enqueue import enqueue_job
+from modomo.api.jobrequest import JobRequest
 from modomo.api.keys import Principal
 from modomo.api.ratelimit import enqueue_limit
 from modomo.api.schemas import Accepted, DetectRequest
@@ -16,13 +17,21 @@ from modomo.db.session import session_scope
 
 router = APIRouter(tags=["detection"])
 
+DETECT = JobRequest(DetectRequest)
 
-@router.post("/detect/process", status_code=status.HTTP_202_ACCEPTED)
+
+@router.post(
+    "/detect/process",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=DETECT.openapi_extra(),
+)
 def detect_process(
-    body: DetectRequest, principal: Annotated[Principal, Depends(enqueue_limit)]
+    principal: Annotated[Principal, Depends(enqueue_limit)],
+    body: Annotated[DetectRequest, Depends(DETECT.dependency)],
 ) -> Accepted:
     """Detect, segment, estimate depth and colours: fetch ``image_url`` (public addresses
-    only) or take ``scene_ids``; the work runs on the AI workers."""
+    only) or take ``scene_ids``; the work runs on the AI workers. Fields in the JSON body or
+    the query string (``?image_url=...``)."""
     kwargs: dict[str, object] = {"stages": body.stages}
     if body.image_url is not None:
         kwargs["image_url"] = body.image_url

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from modomo.api.auth import CurrentUser
 from modomo.api.enqueue import enqueue_job
+from modomo.api.jobrequest import JobRequest
 from modomo.api.keys import Principal
 from modomo.api.ratelimit import enqueue_limit
 from modomo.api.schemas import Accepted, ExportRequest
@@ -20,11 +21,13 @@ from modomo.jobs import JobNotFound, describe_job
 router = APIRouter(prefix="/exports", tags=["exports"])
 
 CHUNK = 1 << 20
+EXPORT = JobRequest(ExportRequest)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=EXPORT.openapi_extra())
 def create_export(
-    principal: Annotated[Principal, Depends(enqueue_limit)], body: ExportRequest
+    principal: Annotated[Principal, Depends(enqueue_limit)],
+    body: Annotated[ExportRequest, Depends(EXPORT.dependency)],
 ) -> Accepted:
     """Export the chosen scenes (failed scenes and non-canonical near-duplicates left out
     unless asked for) with deterministic train/val/test splits stratified by room type."""
