@@ -76,8 +76,9 @@ RUN groupadd --system --gid 10001 modomo \
 # The venv stays owned by root: the service cannot modify its own code.
 COPY --from=builder /app/.venv /app/.venv
 # The original scraper's entry points (`celery -A celery_app`, `uvicorn main_refactored:app`)
-# and its imports (`from tasks.color_tasks import …`).
-COPY celery_app.py main_refactored.py /app/
+# and its imports (`from tasks.color_tasks import …`); flowerconfig.py gives
+# `celery -A celery_app flower` basic auth on loopback, as `modomo flower`.
+COPY celery_app.py main_refactored.py flowerconfig.py /app/
 COPY tasks /app/tasks
 COPY models /app/models
 

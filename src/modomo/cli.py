@@ -563,22 +563,32 @@ def api(
 @app.command()
 def flower(
     port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
-    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    address: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Start Flower with basic auth (MODOMO_FLOWER_USER / MODOMO_FLOWER_PASSWORD) on the
-    workers' broker, with their transport options, so its queue lengths are right."""
+    workers' broker, with their transport options, so its queue lengths are right. The same
+    options as `celery -A celery_app flower` gets from the repository's flowerconfig.py."""
     import os
 
-    from modomo.celery_app import app as celery_app
+    from flower.options import options as flower_settings
 
-    settings = get_settings()
-    if settings.flower_password is None or not settings.flower_password.get_secret_value():
-        raise _fail("Flower needs a password: set MODOMO_FLOWER_PASSWORD (basic auth is required)")
-    # Flower reads FLOWER_* variables; passing the credential this way keeps it out of `ps`.
-    os.environ["FLOWER_BASIC_AUTH"] = (
-        f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    from modomo.celery_app import app as celery_app
+    from modomo.flower_config import NoFlowerPassword, flower_options
+
+    try:
+        options = flower_options()
+    except NoFlowerPassword as exc:
+        raise _fail(str(exc)) from None
+    # Given to Flower directly rather than as FLOWER_BASIC_AUTH or --basic-auth: out of `ps`,
+    # and not split at commas (Flower splits both forms of a multiple option there). A
+    # FLOWER_BASIC_AUTH of the environment would replace it: Modomo's settings win.
+    os.environ.pop("FLOWER_BASIC_AUTH", None)
+    flower_settings.basic_auth = options.basic_auth
+    celery_app.start(
+        ["flower", f"--port={port or options.port}", f"--address={address or options.address}"]
     )
-    celery_app.start(["flower", f"--port={port or settings.flower_port}", f"--address={address}"])
 
 
 @app.command()
@@ -597,6 +607,45 @@ def beat(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     target = schedule_file or settings.data_dir / "celerybeat-schedule"
     celery_app.start(["beat", f"--schedule={target}", f"--loglevel={loglevel}"])
+
+
+@app.command()
+def queues(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Queues to show (default: all).", metavar="QUEUE")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Messages waiting in each queue's Redis priority lists, with a total per queue.
+
+    kombu keeps priority 0 in the list named after the queue and the other priorities in
+    lists named QUEUE\\x06\\x16PRIORITY, so `redis-cli llen QUEUE` alone shows only the most
+    urgent ones. Only for a Redis broker.
+    """
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from modomo.celery_app import app as celery_app
+    from modomo.console import console, priority_lists_table
+    from modomo.queues import QUEUES, NotRedisBroker, UnknownQueue, priority_lists
+
+    try:
+        report = priority_lists(celery_app, names or QUEUES)
+    except UnknownQueue as exc:
+        raise _fail(str(exc)) from None
+    except NotRedisBroker as exc:
+        note = f"modomo queues does not apply: {exc}"
+        if as_json:
+            sys.stdout.write(json.dumps({"redis": False, "message": note}) + "\n")
+        else:
+            console.print(note, soft_wrap=True)
+        return
+    except (OperationalError, RedisError, OSError) as exc:
+        raise _fail(f"cannot read the broker: {_one_line(exc)}", 1) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"redis": True, **report.as_json()}, indent=2) + "\n")
+        return
+    console.print(priority_lists_table(report))
 
 
 def _run_source_job(

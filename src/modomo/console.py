@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -15,7 +15,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 from sqlalchemy.exc import OperationalError
 
@@ -23,7 +23,18 @@ from modomo.db.models import Job, JobStatus
 from modomo.db.session import session_scope
 from modomo.jobs.accounting import stage_counts
 
-__all__ = ["follow_job", "palette_text", "job_table", "failures_table", "console", "stage_note"]
+if TYPE_CHECKING:
+    from modomo.queues import PriorityLists
+
+__all__ = [
+    "follow_job",
+    "palette_text",
+    "job_table",
+    "failures_table",
+    "console",
+    "stage_note",
+    "priority_lists_table",
+]
 
 console = Console(highlight=False)
 
@@ -152,4 +163,30 @@ def failures_table(failures: list[dict[str, Any]]) -> Table:
     table = Table("input", "stage", "reason", title="failed scenes", title_justify="left")
     for failure in failures:
         table.add_row(failure["source_key"], failure["stage"], failure["error"])
+    return table
+
+
+def priority_lists_table(report: PriorityLists) -> Table:
+    """Each queue's Redis priority sub-lists with their waiting messages, and a total per
+    queue; the list names as typed after ``redis-cli -n DB llen``."""
+    table = Table(
+        "queue",
+        "priority",
+        "redis list",
+        Column("waiting", justify="right"),
+        title=f"waiting messages per priority list (redis-cli -n {report.db} llen LIST)",
+        title_justify="left",
+    )
+    for queue in report.queues:
+        for item in queue.lists:
+            level = f"{item.priority} {item.level}".rstrip()
+            waiting = Text(str(item.waiting), style="" if item.waiting else "dim")
+            table.add_row(queue.queue, level, Text(item.redis_cli), waiting)
+        table.add_row(
+            Text(queue.queue, style="bold"),
+            "total",
+            "",
+            Text(str(queue.total), style="bold"),
+            end_section=True,
+        )
     return table

@@ -1,10 +1,13 @@
-"""Broker queues: their depths, and purging one of them without losing track of its jobs.
+"""Broker queues: their depths, each Redis priority sub-list, and purging one of them without
+losing track of its jobs.
 
 Both go through kombu's channel API, so they work on Redis and on the embedded SQLite
 broker alike. On Redis, kombu keeps a queue's messages in one list per priority level
 (``name``, ``name\\x06\\x163`` …, from the transport's ``priority_steps``); its
 ``queue_declare`` counts every level and its ``basic_get`` takes from every level, so depths
 and purges cover the priority sub-queues with no key names spelled out here.
+:func:`priority_lists` does spell them out, with the transport's own naming, for
+``modomo queues``: ``redis-cli llen ai_processing`` counts only the priority-0 list.
 
 A purge drains the queue message by message instead of deleting the lists: each message
 says which job and scenes it carried, and those scenes are counted as failed with the
@@ -23,16 +26,32 @@ from typing import Any
 from celery import Celery
 
 from modomo.celery_app import QUEUES
+from modomo.db.models import Priority
 from modomo.jobs.lifecycle import fail_lost_work
 from modomo.tasks.base import job_arguments
 
-__all__ = ["PurgeReport", "UnknownQueue", "purge_queue", "queue_depths"]
+__all__ = [
+    "NotRedisBroker",
+    "PriorityList",
+    "PriorityLists",
+    "PurgeReport",
+    "QueueLists",
+    "UnknownQueue",
+    "priority_lists",
+    "purge_queue",
+    "queue_depths",
+    "shell_word",
+]
 
 log = logging.getLogger(__name__)
 
 
 class UnknownQueue(LookupError):
     """The name is not one of Modomo's queues (:data:`modomo.celery_app.QUEUES`)."""
+
+
+class NotRedisBroker(RuntimeError):
+    """The broker is not Redis (the embedded SQLite broker): no priority sub-lists."""
 
 
 @dataclass
@@ -58,6 +77,146 @@ def queue_depths(celery: Celery, names: Iterable[str] = QUEUES) -> dict[str, int
         for name in names:
             depths[name] = channel.queue_declare(queue=name, passive=False).message_count
     return depths
+
+
+@dataclass(frozen=True)
+class PriorityList:
+    """The Redis list holding one queue's messages of one priority step.
+
+    Attributes:
+        priority: the message priority (a step of ``priority_steps``; 0 is served first).
+        key: the list's Redis key, any ``global_keyprefix`` included.
+        waiting: messages in it (reserved or running tasks are not).
+    """
+
+    priority: int
+    key: str
+    waiting: int
+
+    @property
+    def level(self) -> str:
+        """The job priority sent at this step (``urgent`` …), or ``""`` for another step."""
+        return _LEVELS.get(self.priority, "")
+
+    @property
+    def redis_cli(self) -> str:
+        """The key as typed on a shell command line: ``redis-cli llen <this>``."""
+        return shell_word(self.key)
+
+
+@dataclass(frozen=True)
+class QueueLists:
+    """A queue's priority sub-lists, most urgent first."""
+
+    queue: str
+    lists: tuple[PriorityList, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(item.waiting for item in self.lists)
+
+
+@dataclass(frozen=True)
+class PriorityLists:
+    """What :func:`priority_lists` read, and where (the Redis database for ``redis-cli -n``)."""
+
+    broker: str
+    db: int
+    queues: list[QueueLists]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "broker": self.broker,
+            "db": self.db,
+            "queues": [
+                {
+                    "queue": queue.queue,
+                    "total": queue.total,
+                    "lists": [
+                        {
+                            "priority": item.priority,
+                            "level": item.level,
+                            "key": item.key,
+                            "redis_cli": item.redis_cli,
+                            "waiting": item.waiting,
+                        }
+                        for item in queue.lists
+                    ],
+                }
+                for queue in self.queues
+            ],
+        }
+
+
+_LEVELS = {step: name for name, step in Priority.MESSAGE.items()}
+
+
+def priority_lists(celery: Celery, names: Iterable[str] = QUEUES) -> PriorityLists:
+    """The messages waiting in each Redis list of each queue: one list per step of the
+    broker's ``priority_steps``, named by kombu's Redis transport itself (the queue's name for
+    step 0, name + ``sep`` + step for the others, after any ``global_keyprefix``).
+
+    Raises:
+        UnknownQueue: a name is not a Modomo queue.
+        NotRedisBroker: the broker is not Redis.
+        kombu.exceptions.OperationalError, redis.RedisError: the broker cannot be reached.
+    """
+    names = list(names)
+    unknown = [name for name in names if name not in QUEUES]
+    if unknown:
+        raise UnknownQueue(
+            f"no queue named {', '.join(map(repr, unknown))}; the queues are {', '.join(QUEUES)}"
+        )
+    with celery.pool.acquire(block=True) as connection:
+        broker = str(connection.as_uri(mask="**" if connection.password else ""))
+        if connection.transport.driver_type != "redis":
+            raise NotRedisBroker(
+                f"the broker ({broker}) is not Redis: its queues have no priority sub-lists"
+            )
+        channel = connection.default_channel
+        steps = sorted(channel.priority_steps)
+        # kombu's own naming (Channel._q_for_pri), so these are the keys the workers read
+        keys = [[channel._q_for_pri(name, step) for step in steps] for name in names]
+        with channel.conn_or_acquire() as client:
+            with client.pipeline(transaction=False) as pipe:
+                for row in keys:
+                    for key in row:
+                        pipe.llen(key)  # the client adds any global_keyprefix itself
+                counts = iter(pipe.execute())
+            db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        prefix = str(channel.global_keyprefix or "")
+    queues = [
+        QueueLists(
+            queue=name,
+            lists=tuple(
+                PriorityList(priority=step, key=prefix + key, waiting=int(next(counts)))
+                for step, key in zip(steps, row, strict=True)
+            ),
+        )
+        for name, row in zip(names, keys, strict=True)
+    ]
+    return PriorityLists(broker=broker, db=db, queues=queues)
+
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/@%+=,")
+
+
+def shell_word(text: str) -> str:
+    r"""``text`` as one word of a bash (or zsh) command line: as it is when every character is
+    plain, else ANSI-C quoted with each other byte as ``\xHH``, e.g.
+    ``$'ai_processing\x06\x166'`` for kombu's priority-6 list of ``ai_processing`` (bash
+    reads at most two hex digits, so the ``6`` after ``\x16`` stays a ``6``)."""
+    if text and all(char in _PLAIN for char in text):
+        return text
+    out: list[str] = []
+    for char in text:
+        if char in "\\'":
+            out.append("\\" + char)
+        elif char.isascii() and char.isprintable():
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return "$'" + "".join(out) + "'"
 
 
 def purge_queue(celery: Celery, name: str) -> PurgeReport:
