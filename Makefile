@@ -47,8 +47,8 @@ test: setup
 	$(RUN) pytest
 
 lint: setup
-	$(RUN) ruff check src tests bench scripts celery_app.py flowerconfig.py
-	$(RUN) ruff format --check src tests bench scripts celery_app.py flowerconfig.py
+	$(RUN) ruff check src tests bench scripts tasks models celery_app.py main_refactored.py flowerconfig.py
+	$(RUN) ruff format --check src tests bench scripts tasks models celery_app.py main_refactored.py flowerconfig.py
 	$(RUN) mypy src
 
 requirements: setup

@@ -1,4 +1,4 @@
-"""``models.clip`` is :mod:`modomo.models.clip` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.clip` itself (see the package docstring)."""
 
 import sys
 

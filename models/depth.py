@@ -1,4 +1,4 @@
-"""``models.depth`` is :mod:`modomo.models.depth` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.depth` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``models.detectors`` is :mod:`modomo.models.detectors` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.detectors` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``models.device`` is :mod:`modomo.models.device` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.device` itself (see the package docstring)."""
 
 import sys
 

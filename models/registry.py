@@ -1,4 +1,4 @@
-"""``models.registry`` is :mod:`modomo.models.registry` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.registry` itself (see the package docstring)."""
 
 import sys
 

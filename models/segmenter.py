@@ -1,4 +1,4 @@
-"""``models.segmenter`` is :mod:`modomo.models.segmenter` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.segmenter` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``models.weights`` is :mod:`modomo.models.weights` itself (see the package docstring)."""
+"""The module :mod:`modomo.models.weights` itself (see the package docstring)."""
 
 import sys
 

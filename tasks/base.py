@@ -1,4 +1,4 @@
-"""``tasks.base`` is :mod:`modomo.tasks.base` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.base` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``tasks.child`` is :mod:`modomo.tasks.child` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.child` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``tasks.classification_tasks`` is :mod:`modomo.tasks.classification_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.classification_tasks` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``tasks.color_tasks`` is :mod:`modomo.tasks.color_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.color_tasks` itself (see the package docstring)."""
 
 import sys
 

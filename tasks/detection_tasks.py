@@ -1,4 +1,4 @@
-"""``tasks.detection_tasks`` is :mod:`modomo.tasks.detection_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.detection_tasks` itself (see the package docstring)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``tasks.export_tasks`` is :mod:`modomo.tasks.export_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.export_tasks` itself (see the package docstring)."""
 
 import sys
 

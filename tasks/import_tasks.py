@@ -1,4 +1,4 @@
-"""``tasks.import_tasks`` is :mod:`modomo.tasks.import_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.import_tasks` itself (see the package docstring)."""
 
 import sys
 

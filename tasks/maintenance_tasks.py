@@ -1,4 +1,4 @@
-"""``tasks.maintenance_tasks`` is :mod:`modomo.tasks.maintenance_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.maintenance_tasks` itself (see the package docstring)."""
 
 import sys
 

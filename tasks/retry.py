@@ -1,4 +1,4 @@
-"""``tasks.retry`` is :mod:`modomo.tasks.retry` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.retry` itself (see the package docstring)."""
 
 import sys
 

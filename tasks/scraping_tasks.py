@@ -1,4 +1,4 @@
-"""``tasks.scraping_tasks`` is :mod:`modomo.tasks.scraping_tasks` itself (see the package docstring)."""
+"""The module :mod:`modomo.tasks.scraping_tasks` itself (see the package docstring)."""
 
 import sys
 
