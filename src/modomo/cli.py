@@ -759,10 +759,23 @@ def import_hf(
     expires_at: ExpiresAtOption = None,
     expires: ExpiresOption = None,
 ) -> None:
-    """Import rows of a Hugging Face dataset (hub id, save_to_disk folder or Parquet) as scenes."""
+    """Import rows of a Hugging Face dataset (hub id owner/name, or a save_to_disk folder or
+    Parquet/CSV/JSON files under MODOMO_IMPORT_ROOTS) as scenes."""
+    from modomo.sources.huggingface import DatasetError, check_dataset
+
     local = Path(dataset).expanduser()
     if local.exists():  # workers may run elsewhere: send an absolute path
         dataset = str(local.resolve())
+    try:  # the workers check it again, with their own MODOMO_IMPORT_ROOTS
+        check_dataset(dataset, get_settings().import_roots)
+    except DatasetError as exc:
+        hint = (
+            "; to import a local dataset, set MODOMO_IMPORT_ROOTS to a folder holding it "
+            "(here and on the import workers)"
+            if local.exists()
+            else ""
+        )
+        raise _fail(f"{exc}{hint}") from None
     _run_source_job(
         "import",
         "modomo.tasks.import_tasks.import_huggingface_dataset",

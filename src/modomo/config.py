@@ -260,6 +260,12 @@ class Settings(BaseSettings):
     )
 
     # --- sources (see modomo.sources) -------------------------------------------------
+    import_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("import_roots"),
+        description="Comma-separated absolute folders whose datasets may be imported by path "
+        "(`modomo import hf /path`, the API); none by default: hub ids (owner/name) only.",
+    )
     houzz_base_url: str = Field(
         default="https://www.houzz.com",
         validation_alias=_env("houzz_base_url"),
@@ -624,6 +630,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("import_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        roots = [root.expanduser() for root in value]
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"import roots must be absolute folders, not {', '.join(relative)}")
+        return [root.resolve() for root in roots]
 
     @field_validator("room_types", "styles")
     @classmethod

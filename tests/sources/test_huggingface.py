@@ -16,9 +16,11 @@ import pytest
 from PIL import Image as PILImage
 
 from modomo.sources.huggingface import (
+    BUILDER_NAMES,
     DatasetError,
     DatasetSlice,
     ImageColumn,
+    check_dataset,
     chunks,
     find_image_column,
     json_safe,
@@ -38,6 +40,18 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Streaming a local dataset leaves lock files in the datasets cache: keep them in the
     # test's folder (the library read HF_HOME when it was imported, so patch its config).
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
+@pytest.fixture(autouse=True)
+def _import_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # local datasets are opened only under MODOMO_IMPORT_ROOTS: the test's folder
+    from modomo.config import get_settings
+
+    monkeypatch.setenv("MODOMO_IMPORT_ROOTS", str(tmp_path))
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("MODOMO_IMPORT_ROOTS")
+    get_settings.cache_clear()
 
 
 def image_bytes(index: int) -> bytes:
@@ -130,12 +144,75 @@ def test_missing_split_and_path_fail_with_the_reason(tmp_path: Path) -> None:
 def test_a_hub_id_never_reads_a_local_folder_of_that_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build(tmp_path)  # tmp_path/dict is a readable dataset …
-    monkeypatch.chdir(tmp_path)  # … and "dict" names it relative to the working folder
+    (tmp_path / "owner").mkdir()
+    build(tmp_path / "owner")  # tmp_path/owner/dict is a readable dataset …
+    monkeypatch.chdir(tmp_path)  # … and "owner/dict" names it relative to the working folder
     with pytest.raises(DatasetError, match="relative to the worker's folder"):
-        open_dataset("dict")
+        open_dataset("owner/dict")
     with pytest.raises(DatasetError, match="no such file or folder"):
         open_dataset(str(tmp_path / "nowhere"))
+
+
+def test_builder_names_cover_the_packaged_builders_of_datasets() -> None:
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    assert set(_PACKAGED_DATASETS_MODULES) <= BUILDER_NAMES
+
+
+@pytest.mark.parametrize(
+    ("dataset", "reason"),
+    [
+        ("parquet", "'parquet' is a datasets builder name"),
+        ("csv", "'csv' is a datasets builder name"),
+        ("Imagefolder", "is a datasets builder name"),
+        ("text", "is a datasets builder name"),
+        ("dict", "not a Hugging Face dataset id"),
+        ("./dict", "not a Hugging Face dataset id"),
+        ("../x/y", "not a Hugging Face dataset id"),
+        ("owner/na..me", "not a Hugging Face dataset id"),
+        ("/etc", "not under an import root"),
+        ("{tmp}/../outside", "not under an import root"),
+        ("{tmp}/link", "leads out of the import roots"),
+    ],
+)
+def test_builder_names_and_paths_outside_the_roots_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str, reason: str
+) -> None:
+    build(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path.parent)  # a link inside the root leading out
+    monkeypatch.chdir(tmp_path)  # where "load_dataset('parquet')" would find file.parquet
+    with pytest.raises(DatasetError, match=reason) as refused:
+        open_dataset(dataset.format(tmp=tmp_path))
+    assert "\n" not in str(refused.value)
+
+
+def test_check_dataset_alone_needs_no_file_system(tmp_path: Path) -> None:
+    assert check_dataset("owner/name", []) is None
+    assert check_dataset(f"{tmp_path}/a/../b", [tmp_path]) == tmp_path / "b"
+    with pytest.raises(DatasetError, match="no MODOMO_IMPORT_ROOTS"):
+        check_dataset(str(tmp_path / "b"), [])
+
+
+def test_rows_of_a_local_dataset_read_files_only_in_its_folder_and_the_roots(
+    tmp_path: Path,
+) -> None:
+    column = ImageColumn("image_path", "reference")
+    local = DatasetSlice(
+        str(tmp_path / "ds"),
+        "train",
+        0,
+        10,
+        column,
+        [column.name],
+        rows=[],
+        root=tmp_path / "ds",
+        roots=(tmp_path,),
+    )
+    inside = row_input(local, 0, {"image_path": str(tmp_path / "other" / "a.jpg")})
+    assert inside.input.location == str(tmp_path / "other" / "a.jpg")
+    for location in ("/etc/hosts", "../../../etc/hosts"):
+        row = row_input(local, 1, {"image_path": location})
+        assert "etc" not in row.input.location and "is not read" in (row.input.error or "")
 
 
 def test_no_image_column_names_the_columns(tmp_path: Path) -> None:

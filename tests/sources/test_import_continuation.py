@@ -49,6 +49,7 @@ def test_a_long_import_goes_on_in_a_new_task_before_the_time_limit(
     with celery_worker(
         queues="import",
         log_path=tmp_path / "worker.log",
+        MODOMO_IMPORT_ROOTS=str(tmp_path),
         HF_HUB_OFFLINE="1",
         HF_HOME=str(tmp_path / "hf-home"),
         MODOMO_ALLOW_PRIVATE_URLS="1",

@@ -8,6 +8,8 @@ detection job's batches are checked in the ``ai_processing`` queue, then purged.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with celery_worker(
         queues="import",
         log_path=folder / "worker.log",
+        MODOMO_IMPORT_ROOTS=str(tmp_path_factory.getbasetemp()),  # every test's tmp_path
         HF_HUB_OFFLINE="1",
         HF_HOME=str(folder / "hf-home"),
         MODOMO_ALLOW_PRIVATE_URLS="1",
@@ -196,6 +199,35 @@ def test_refused_datasets_fail_up_front_with_the_reason(worker: str, tmp_path: P
     _, hub = run_import("nobody/nothing-here")
     assert hub["status"] == "failed"
     assert "OfflineModeIsEnabled" in hub["error"] or "offline" in hub["error"].lower(), hub
+
+
+def test_builder_names_and_paths_outside_the_roots_fail_their_job(
+    worker: str, tmp_path: Path
+) -> None:
+    """Task messages the API would refuse (a builder name reads the worker's own files; a
+    path outside MODOMO_IMPORT_ROOTS) fail their job with a one-line reason, reading
+    nothing."""
+    outside = Path(tempfile.mkdtemp(prefix="modomo-outside-"))
+    try:
+        image_table("outside", 3).save_to_disk(str(outside / "rooms"))
+        (tmp_path / "link").symlink_to(outside / "rooms")
+        for dataset, reason in [
+            ("parquet", "'parquet' is a datasets builder name"),
+            ("imagefolder", "'imagefolder' is a datasets builder name"),
+            ("csv", "'csv' is a datasets builder name"),
+            (str(outside / "rooms"), "not under an import root"),
+            (str(tmp_path / "link"), "leads out of the import roots"),
+            (f"{tmp_path}/../../{outside.name}", "not under an import root"),
+            ("rooms", "not a Hugging Face dataset id"),
+        ]:
+            _, job = run_import(dataset)
+            assert job["status"] == "failed", (dataset, job)
+            assert reason in job["error"] and "\n" not in job["error"], (dataset, job["error"])
+            assert (job["total"], job["processed"]) == (0, 0)
+            assert not scenes_under(dataset)
+        assert not scenes_under(outside / "rooms")
+    finally:
+        shutil.rmtree(outside)
 
 
 def test_a_resumed_task_starts_at_the_saved_cursor(worker: str, tmp_path: Path) -> None:

@@ -82,7 +82,16 @@ def test_import_hf_from_the_cli(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "data"
     args = ("import", "hf", str(folder), "--split", "train", "--offset", "1", "--limit", "3")
-    done = modomo(*args, data_dir=data_dir, HF_HUB_OFFLINE="1")
+    # a local dataset is imported only from under MODOMO_IMPORT_ROOTS (none by default)
+    refused = modomo(*args, data_dir=data_dir, HF_HUB_OFFLINE="1")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (
+        "no MODOMO_IMPORT_ROOTS" in refused.stdout and "set MODOMO_IMPORT_ROOTS" in refused.stdout
+    )
+    builder = modomo("import", "hf", "parquet", data_dir=data_dir)
+    assert builder.returncode == 2 and "builder name" in builder.stdout, builder.stdout
+    roots = {"MODOMO_IMPORT_ROOTS": str(tmp_path)}
+    done = modomo(*args, data_dir=data_dir, HF_HUB_OFFLINE="1", **roots)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "completed" in done.stdout
     with sqlite3.connect(data_dir / "modomo.sqlite") as db:
@@ -90,10 +99,10 @@ def test_import_hf_from_the_cli(tmp_path: Path) -> None:
     assert [key for key, _ in rows] == [f"hf:{folder.resolve()}:train:{i}" for i in (1, 2, 3)]
     assert all('"caption": "room ' in meta for _, meta in rows)
 
-    again = modomo(*args, data_dir=data_dir, HF_HUB_OFFLINE="1")
+    again = modomo(*args, data_dir=data_dir, HF_HUB_OFFLINE="1", **roots)
     assert again.returncode == 0, again.stdout
     with sqlite3.connect(data_dir / "modomo.sqlite") as db:
         assert db.execute("SELECT count(*) FROM scenes").fetchone()[0] == 3  # nothing twice
 
-    missing = modomo("import", "hf", str(tmp_path / "nowhere"), data_dir=data_dir)
+    missing = modomo("import", "hf", str(tmp_path / "nowhere"), data_dir=data_dir, **roots)
     assert missing.returncode == 1 and "failed" in missing.stdout

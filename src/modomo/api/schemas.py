@@ -3,7 +3,6 @@ the field), and every limit and list is bounded."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -155,14 +154,13 @@ class ScraperRequest(JobOptions):
     limit: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
-_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-
-
 class HuggingFaceImportRequest(JobOptions):
     """Import images from a Hugging Face dataset."""
 
-    dataset: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        description="Hub id, e.g. 'owner/name'."
+    dataset: Annotated[str, Field(min_length=1, max_length=200, pattern=PLAIN_TEXT)] = Field(
+        description="Hub id, 'owner/name' (or an absolute path under one of the server's "
+        "MODOMO_IMPORT_ROOTS, none by default). datasets builder names (parquet, csv, json, "
+        "imagefolder …) are refused."
     )
     split: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.\-\[\]:%]+$")] = "train"
     offset: Annotated[int, Field(ge=0, le=100_000_000)] = 0
@@ -172,8 +170,12 @@ class HuggingFaceImportRequest(JobOptions):
     @field_validator("dataset")
     @classmethod
     def _hub_id(cls, value: str) -> str:
-        if not _DATASET.match(value):
-            raise ValueError("not a Hugging Face dataset id (expected 'owner/name')")
+        from modomo.sources.huggingface import DatasetError, check_dataset
+
+        try:
+            check_dataset(value, get_settings().import_roots)
+        except DatasetError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 

@@ -1,15 +1,24 @@
 """Hugging Face datasets as a source: open a slice of a dataset as a stream of rows, turn each
 row into an :class:`~modomo.sources.inputs.Input`, and ingest the rows chunk by chunk.
 
-Where a dataset comes from (:func:`open_dataset`):
+Where a dataset comes from (:func:`open_dataset`, checked by :func:`check_dataset`):
 
-- an absolute path on the worker: a ``save_to_disk`` folder (it holds ``dataset_dict.json``
-  or ``state.json``), a folder ``datasets.load_dataset`` can read (Parquet, CSV, JSON, an image
-  folder …), or one data file (``.parquet``, ``.csv``, ``.json``, ``.jsonl``, ``.arrow``);
-- anything else: a hub id (``owner/name``), streamed with ``load_dataset(…, streaming=True)``;
-  a relative name that is a path on the worker is refused (``load_dataset`` would read it).
-  ``HF_HUB_OFFLINE=1`` is honoured by the libraries themselves: offline, a hub id they
-  cannot resolve from their caches fails the import up front with their reason.
+- a hub id (``owner/name``), streamed with ``load_dataset(…, streaming=True)``; a name that
+  is also a path relative to the worker's folder is refused (``load_dataset`` would read
+  it). ``HF_HUB_OFFLINE=1`` is honoured by the libraries themselves: offline, a hub id they
+  cannot resolve from their caches fails the import up front with their reason;
+- an absolute path on the worker under one of ``MODOMO_IMPORT_ROOTS`` (none by default), the
+  symbolic links in it resolved: a ``save_to_disk`` folder (it holds ``dataset_dict.json``
+  or ``state.json``), a folder ``datasets.load_dataset`` can read (Parquet, CSV, JSON, an
+  image folder …), or one data file (``.parquet``, ``.csv``, ``.json``, ``.jsonl``,
+  ``.arrow``).
+
+Anything else is refused before ``datasets`` sees it: a ``datasets`` builder name
+(``parquet``, ``csv``, ``imagefolder`` …: ``load_dataset("parquet")`` reads every matching
+file under the worker's working folder), a single-word name, a relative path, a path outside
+the roots. The API validates the same rule (422), and the worker checks it again, so a task
+message naming a builder or a path outside the roots fails its job with the reason. Files
+that rows of a local dataset name are read only inside the dataset's folder or the roots.
 
 Rows are streamed end to end (``skip(offset).take(limit)``; a ``save_to_disk`` dataset is
 sliced, then read in record batches from its memory-mapped Arrow files): memory does not grow
@@ -47,6 +56,8 @@ import decimal
 import io
 import itertools
 import math
+import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,12 +73,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REFERENCE_COLUMNS",
+    "BUILDER_NAMES",
+    "HUB_ID",
     "SOURCE",
     "DatasetError",
     "DatasetSlice",
     "ImageColumn",
     "ImportReport",
     "Row",
+    "check_dataset",
     "chunks",
     "find_image_column",
     "import_rows",
@@ -114,6 +128,49 @@ FILE_BUILDERS = {
 }
 """Single data files by suffix -> the ``datasets`` builder that reads them."""
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+"""A hub dataset id: ``owner/name`` (the hub's own character set)."""
+
+BUILDER_NAMES = frozenset(
+    {
+        "arrow",
+        "audiofolder",
+        "cache",
+        "conll",
+        "csv",
+        "eval",
+        "fasta",
+        "fastq",
+        "folder_based_builder",
+        "genbank",
+        "generator",
+        "harbor",
+        "hdf5",
+        "iceberg",
+        "imagefolder",
+        "json",
+        "lance",
+        "meshfolder",
+        "mmcif",
+        "niftifolder",
+        "pandas",
+        "parquet",
+        "pdb",
+        "pdffolder",
+        "spark",
+        "sql",
+        "text",
+        "tsfile",
+        "videofolder",
+        "vortex",
+        "webdataset",
+        "xml",
+    }
+)
+"""``datasets``' packaged builders (``datasets.packaged_modules``, as of 5.2, and earlier
+ones): given as a dataset name, ``load_dataset`` reads local files with them. Never a hub
+id (those are ``owner/name``); named so the refusal says what they are."""
+
 HUB_READ_THREADS = 8
 """Hub files (``hf://`` paths of undecoded ``Image`` cells) read at once per chunk."""
 
@@ -152,6 +209,8 @@ class DatasetSlice:
         root: the folder relative paths resolve against; None for a hub dataset, whose
             local paths are never read (a dataset on the hub cannot name the worker's files).
         features: the dataset's features (column -> ``datasets`` feature), when known.
+        roots: the import roots (``MODOMO_IMPORT_ROOTS``): besides ``root``, the folders a
+            local dataset's rows may name files in.
     """
 
     name: str
@@ -163,6 +222,7 @@ class DatasetSlice:
     rows: Any = field(repr=False)
     root: Path | None = None
     features: Mapping[str, Any] | None = field(default=None, repr=False)
+    roots: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,47 +251,99 @@ def scene_key(name: str, split: str, index: int) -> str:
 # --- opening a dataset -------------------------------------------------------------------
 
 
-def _local_path(dataset: str) -> Path | None:
-    """The dataset's folder or file when ``dataset`` is an absolute path; None for a hub id.
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def check_dataset(dataset: str, roots: Sequence[Path]) -> Path | None:
+    """Check what a dataset name may be, without touching the file system: a hub id
+    (``owner/name``; returns None) or an absolute path under one of ``roots`` (returns the
+    path, normalised). Both the API and the worker apply it (the worker then resolves the
+    path's links and checks again: :func:`open_dataset`).
 
     Raises:
-        DatasetError: an absolute path that does not exist, or a relative name that is a
-            path on the worker: ``load_dataset`` would read that local folder instead of the
-            hub, so a request could make the worker import its own files.
+        DatasetError: a ``datasets`` builder name, a path outside ``roots`` (every path when
+            there are none), or anything else that is not ``owner/name``. One line.
     """
-    path = Path(dataset).expanduser()
-    if path.is_absolute():
+    if dataset.lower() in BUILDER_NAMES:
+        raise DatasetError(
+            f"{dataset!r} is a datasets builder name, not a dataset: give a hub id ('owner/name')"
+        )
+    if dataset.startswith(("/", "~")):
+        path = Path(os.path.normpath(Path(dataset).expanduser()))
+        if not roots:
+            raise DatasetError(
+                "local datasets are not imported here: no MODOMO_IMPORT_ROOTS; "
+                "give a hub id ('owner/name')"
+            )
+        if not _under(path, roots):
+            raise DatasetError(f"{dataset}: not under an import root (MODOMO_IMPORT_ROOTS)")
+        return path
+    if not HUB_ID.match(dataset) or ".." in dataset:
+        raise DatasetError(
+            f"{dataset!r} is not a Hugging Face dataset id (expected 'owner/name')"
+            + (" or an absolute path under an import root" if roots else "")
+        )
+    return None
+
+
+def _local_path(dataset: str, roots: Sequence[Path]) -> Path | None:
+    """The dataset's folder or file when ``dataset`` is a path under an import root; None
+    for a hub id.
+
+    Raises:
+        DatasetError: see :func:`check_dataset`; also a path that does not exist or whose
+            links lead out of the roots, and a hub id that is a path relative to the
+            worker's folder (``load_dataset`` would read that local folder instead of the
+            hub, so a request could make the worker import its own files).
+    """
+    path = check_dataset(dataset, roots)
+    if path is not None:
         if not path.exists():
             raise DatasetError(f"{dataset}: no such file or folder on the worker")
-        return path.resolve()
-    if path.exists():
+        resolved = path.resolve()
+        if not _under(resolved, [root.resolve() for root in roots]):
+            raise DatasetError(f"{dataset}: leads out of the import roots (MODOMO_IMPORT_ROOTS)")
+        return resolved
+    if Path(dataset).exists():
         raise DatasetError(
             f"{dataset!r} names a path relative to the worker's folder, not a hub dataset; "
-            "give a local dataset as an absolute path"
+            "give a local dataset as an absolute path under an import root"
         )
     return None
 
 
 def open_dataset(
-    dataset: str, split: str = "train", offset: int = 0, limit: int = 100
+    dataset: str,
+    split: str = "train",
+    offset: int = 0,
+    limit: int = 100,
+    *,
+    roots: Sequence[Path] | None = None,
 ) -> DatasetSlice:
     """Open rows ``offset`` to ``offset + limit`` of ``split`` of a dataset, streamed.
 
     Args:
-        dataset: an absolute local path (``save_to_disk`` folder, data folder or file) or a
-            hub id.
+        dataset: a hub id (``owner/name``) or an absolute local path under an import root
+            (``save_to_disk`` folder, data folder or file).
         split: the split; a ``save_to_disk`` of a single ``Dataset`` is that split itself.
         offset: index of the first row.
         limit: rows at most.
+        roots: the folders local datasets may lie in (default: ``MODOMO_IMPORT_ROOTS``).
 
     Raises:
-        DatasetError: the dataset cannot be found or loaded (the library's reason, e.g. a
-            hub id that is not cached while ``HF_HUB_OFFLINE=1``), has no such split, or
-            has no image column (the message names the columns it has).
+        DatasetError: the dataset name is refused (:func:`check_dataset`), or the dataset
+            cannot be found or loaded (the library's reason, e.g. a hub id that is not
+            cached while ``HF_HUB_OFFLINE=1``), has no such split, or has no image column
+            (the message names the columns it has).
     """
     if offset < 0 or limit < 0:
         raise DatasetError(f"offset and limit must not be negative (got {offset}, {limit})")
-    local = _local_path(dataset)
+    if roots is None:
+        from modomo.config import get_settings
+
+        roots = get_settings().import_roots
+    local = _local_path(dataset, roots)
     name = str(local) if local is not None else dataset
     try:
         if local is not None and local.is_dir() and _is_saved(local):
@@ -267,6 +379,7 @@ def open_dataset(
         rows=rows,
         root=root,
         features=features,
+        roots=tuple(root.resolve() for root in roots),
     )
 
 
@@ -498,8 +611,11 @@ def _location_row(source: DatasetSlice, index: int, base: Input, location: str) 
         reason = f"a hub dataset's local path is not read: {location}"
         return Row(index, replace(base, error=reason))
     path = Path(location).expanduser()
-    path = path if path.is_absolute() else source.root / path
-    return Row(index, replace(base, location=str(path.resolve())))
+    path = (path if path.is_absolute() else source.root / path).resolve()
+    if not _under(path, (source.root.resolve(), *source.roots)):
+        reason = f"a file outside the dataset's folder and the import roots is not read: {location}"
+        return Row(index, replace(base, error=reason))
+    return Row(index, replace(base, location=str(path)))
 
 
 def _png(image: Any) -> bytes:
