@@ -274,8 +274,8 @@ def _owlv2(out: Path, size: str) -> None:
     vocab = _byte_level_vocab()
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     text: dict[str, Any] = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": 0}
-    vision: dict[str, Any] = {}
-    side = 960
+    side = 960  # owlv2-base-patch16: 960-pixel inputs, 60x60 patches
+    vision: dict[str, Any] = {"image_size": side, "patch_size": 16}
     if size == "tiny":
         side = 128
         small = {
