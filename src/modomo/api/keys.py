@@ -24,6 +24,7 @@ from modomo.db.session import session_scope
 __all__ = [
     "KEY_PREFIX",
     "ROLES",
+    "KeyAmbiguous",
     "KeyNotFound",
     "Principal",
     "create_key",
@@ -45,10 +46,16 @@ class KeyNotFound(LookupError):
     """No key matches the id or prefix given."""
 
 
+class KeyAmbiguous(KeyNotFound):
+    """A prefix matches several active keys: nothing was revoked (give more characters or
+    the key's id)."""
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: ``subject`` (key id, JWT ``sub`` or ``local``), ``role`` and how they
-    proved it (``kind``: ``api_key``, ``jwt`` or ``local`` when auth is disabled)."""
+    """Who is calling: ``subject`` (``key:<key id>``, ``jwt:<sub>`` or ``local``), ``role``
+    and how they proved it (``kind``: ``api_key``, ``jwt`` or ``local`` when auth is
+    disabled)."""
 
     subject: str
     role: str
@@ -101,21 +108,29 @@ def list_keys(include_revoked: bool = False) -> list[dict[str, Any]]:
 
 
 def revoke_key(id_or_prefix: str) -> dict[str, Any]:
-    """Revoke the key with this id (uuid) or prefix (``mdm_…``, at least 8 characters).
+    """Revoke the key with this id (uuid) or prefix (``mdm_…``, at least 8 characters; the
+    first 12 are compared, as stored).
+
+    The prefix is matched literally: ``%`` and ``_`` are characters, not SQL wildcards.
 
     Raises:
-        KeyNotFound: no active key matches, or a prefix matches several.
+        KeyNotFound: no active key matches.
+        KeyAmbiguous: a prefix matches several active keys (none is revoked).
     """
     with session_scope() as session:
         match = [ApiKey.prefix == id_or_prefix]
         if len(id_or_prefix) >= 8:
-            match.append(ApiKey.prefix.startswith(id_or_prefix[:12]))
+            match.append(ApiKey.prefix.startswith(id_or_prefix[:12], autoescape=True))
         with contextlib.suppress(ValueError):
             match.append(ApiKey.id == uuid.UUID(id_or_prefix))
         rows = list(session.scalars(select(ApiKey).where(or_(*match), ApiKey.revoked_at.is_(None))))
-        if len(rows) != 1:
-            found = "no active key" if not rows else f"{len(rows)} keys"
-            raise KeyNotFound(f"{found} matches {id_or_prefix!r}; see `modomo keys list`")
+        if not rows:
+            raise KeyNotFound(f"no active key matches {id_or_prefix!r}; see `modomo keys list`")
+        if len(rows) > 1:
+            raise KeyAmbiguous(
+                f"{len(rows)} active keys match {id_or_prefix!r}; give more of the prefix or "
+                "the key's id"
+            )
         rows[0].revoked_at = utcnow()
         return _record(rows[0])
 

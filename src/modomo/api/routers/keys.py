@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from modomo.api.auth import AdminUser
-from modomo.api.keys import KeyNotFound, create_key, list_keys, revoke_key
+from modomo.api.keys import KeyAmbiguous, KeyNotFound, create_key, list_keys, revoke_key
 from modomo.api.schemas import PLAIN_TEXT
 
 router = APIRouter(prefix="/keys", tags=["keys"])
@@ -40,8 +40,12 @@ def post_key(body: KeyRequest, _: AdminUser) -> dict[str, Any]:
 def delete_key(
     id_or_prefix: Annotated[str, Path(max_length=64, pattern=PLAIN_TEXT)], _: AdminUser
 ) -> dict[str, Any]:
-    """Revoke a key by id or prefix; it stops working at once."""
+    """Revoke a key by id or prefix (matched literally: ``%`` and ``_`` are no wildcards); it
+    stops working at once. 404 when no active key matches, 409 when a prefix matches
+    several (none is revoked)."""
     try:
         return revoke_key(id_or_prefix)
+    except KeyAmbiguous as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     except KeyNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
