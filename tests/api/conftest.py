@@ -37,6 +37,17 @@ def keys() -> Keys:
 
 
 @pytest.fixture(scope="session")
+def user_owner(keys: Keys) -> str:
+    """The ``created_by`` of the user key's jobs: a job made in-process with it belongs to
+    that key (jobs without one, as the CLI makes them, are the admins' to see)."""
+    from modomo.api.keys import lookup_key
+
+    principal = lookup_key(keys.user)
+    assert principal is not None and principal.owner is not None
+    return principal.owner
+
+
+@pytest.fixture(scope="session")
 def api(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[str]:
     """Base URL of the session's API server (JWTs signed with JWT_SECRET accepted)."""
     log: Path = tmp_path_factory.mktemp("api") / "api.log"

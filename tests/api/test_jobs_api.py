@@ -40,12 +40,13 @@ def scene_colors(client: httpx.Client, scene_id: uuid.UUID) -> dict | None:
     return answer.json()["colors"]
 
 
-def dispatch_colors(scene_ids: list[uuid.UUID], batch_size: int) -> uuid.UUID:
-    """A colours job over exactly these scenes, as `modomo process` submits one."""
+def dispatch_colors(scene_ids: list[uuid.UUID], batch_size: int, created_by: str) -> uuid.UUID:
+    """A colours job over exactly these scenes, as `modomo process` submits one, owned by
+    ``created_by`` (a user sees its own jobs only)."""
     from modomo.jobs import create_job, dispatch_batches
     from modomo.tasks.color_tasks import process_colors_batch
 
-    job = create_job("colors", {"test": True})
+    job = create_job("colors", {"test": True}, created_by=created_by)
     dispatch_batches(job, process_colors_batch, scene_ids, batch_size)
     return job
 
@@ -91,11 +92,11 @@ def test_jobs_list_filters_and_pages(user: httpx.Client) -> None:
 
 
 def test_cancel_stops_a_running_job_within_one_batch(
-    user: httpx.Client, worker: str, tmp_path: Path
+    user: httpx.Client, user_owner: str, worker: str, tmp_path: Path
 ) -> None:
     batch_size = 2
     scenes = make_large_scenes(tmp_path, 40, (600, 800))
-    job_id = str(dispatch_colors(scenes, batch_size))
+    job_id = str(dispatch_colors(scenes, batch_size, user_owner))
     deadline = time.monotonic() + 60
     while (job := user.get(f"/jobs/{job_id}").json())["processed"] < batch_size:
         assert time.monotonic() < deadline and job["status"] != "completed", job
@@ -129,7 +130,7 @@ def test_cancel_stops_a_running_job_within_one_batch(
 
 
 def test_retry_sends_only_the_failed_scenes(
-    user: httpx.Client, worker: str, tmp_path: Path, data_dir: Path
+    user: httpx.Client, user_owner: str, worker: str, tmp_path: Path, data_dir: Path
 ) -> None:
     from modomo.artifacts import artifact_store
     from modomo.db.models import Scene
@@ -141,7 +142,7 @@ def test_retry_sends_only_the_failed_scenes(
     store = artifact_store()
     original = store.get_bytes(key)
     store.delete(key)  # this scene's image is now missing: it fails with the reason
-    job_id = str(dispatch_colors(scenes, 8))
+    job_id = str(dispatch_colors(scenes, 8, user_owner))
     job = follow(user, job_id)
     assert (job["status"], job["processed"], job["failed"]) == ("completed", 2, 1)
     assert job["failures"][0]["scene_id"] == str(scenes[1])
@@ -161,11 +162,11 @@ def test_retry_sends_only_the_failed_scenes(
     assert nothing.status_code == 409 and "no failed scenes" in nothing.json()["detail"]
 
 
-def test_retry_of_an_active_job_is_409(user: httpx.Client, tmp_path: Path) -> None:
+def test_retry_of_an_active_job_is_409(user: httpx.Client, user_owner: str, tmp_path: Path) -> None:
     scenes = make_scenes(tmp_path, 1)
     from modomo.jobs import create_job, dispatch_batches
 
-    job = create_job("colors", {})
+    job = create_job("colors", {}, created_by=user_owner)
     # a batch task nobody consumes: the job stays pending
     from modomo.tasks.detection_tasks import process_scenes_batch
 

@@ -82,7 +82,7 @@ def test_purge_empties_only_the_named_queue_and_fails_its_scenes(
     assert after["maintenance"] == before["maintenance"] == 1
     assert redis.Redis.from_url(app.conf.broker_url).keys("color_processing*") == []
 
-    record = user.get(f"/jobs/{job}").json()
+    record = admin.get(f"/jobs/{job}").json()  # the CLI's job: an admin's to see
     assert (record["status"], record["failed"], record["pending"]) == ("failed", 6, 0)
     assert all("purged from queue color_processing" in f["error"] for f in record["failures"])
     assert admin.post("/jobs/celery/purge-queue/maintenance").json()["purged"] == 1

@@ -246,7 +246,7 @@ def test_openapi_documents_the_query_parameters(user: httpx.Client) -> None:
 
 
 def test_celery_status_job_data_carries_the_failure_reason_of_a_failed_job(
-    user: httpx.Client, admin: httpx.Client, worker: str, tmp_path: Path
+    user: httpx.Client, user_owner: str, admin: httpx.Client, worker: str, tmp_path: Path
 ) -> None:
     from modomo.artifacts import artifact_store
     from modomo.db.models import Scene
@@ -260,7 +260,7 @@ def test_celery_status_job_data_carries_the_failure_reason_of_a_failed_job(
         keys = [session.get(Scene, s).image_key for s in scenes]
     for key in keys:
         artifact_store().delete(key)
-    job_id = create_job("colors", {"test": True})
+    job_id = create_job("colors", {"test": True}, created_by=user_owner)
     dispatch_batches(job_id, process_colors_batch, scenes, 8)
     job = follow(user, str(job_id))
     assert (job["status"], job["failed"], job["error"]) == ("failed", 2, None), job

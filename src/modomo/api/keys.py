@@ -63,11 +63,29 @@ class Principal:
 
     @property
     def owner(self) -> str | None:
-        """What a job records as its creator: the JWT ``sub``, ``key:<key id>``, or None
-        when auth is disabled."""
+        """What a job records as its creator (``jobs.created_by``): for a JWT its bare ``sub``
+        (what Supabase's row-level security compares with ``auth.uid()::text``), for an API
+        key ``key:<key id>``, None when auth is disabled.
+
+        A JWT ``sub`` that holds a colon (never a Supabase user's uuid) is recorded as
+        ``jwt:<sub>``, so no token can claim the jobs of a key (``key:…``) or of a schedule
+        (``schedule:…``).
+        """
         if self.kind == "jwt":
-            return self.subject
-        return f"key:{self.subject}" if self.kind == "api_key" else None
+            sub = self.subject.removeprefix("jwt:")
+            return self.subject if ":" in sub else sub
+        return self.subject if self.kind == "api_key" else None
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Every ``created_by`` value that names this principal's jobs: :attr:`owner`, and the
+        form earlier versions recorded (``jwt:<sub>``, ``key:key:<id>``). Empty when auth is
+        disabled (that principal is an admin)."""
+        owner = self.owner
+        if owner is None:
+            return ()
+        legacy = self.subject if self.kind == "jwt" else f"key:{self.subject}"
+        return (owner,) if legacy == owner else (owner, legacy)
 
     @property
     def is_admin(self) -> bool:

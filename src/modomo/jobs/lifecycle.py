@@ -57,6 +57,7 @@ __all__ = [
     "failed_scenes",
     "finish_if_done",
     "job_is_active",
+    "job_owner",
     "job_record",
     "job_summary",
     "list_jobs",
@@ -132,7 +133,9 @@ def create_job(
         parent_id: the job this one follows on from.
         celery_task_ids: ids of tasks the caller is about to send for the job (its start
             task), recorded first so a cancel can revoke them.
-        created_by: who asked (see :attr:`modomo.db.models.Job.created_by`).
+        created_by: who asked (see :attr:`modomo.db.models.Job.created_by`); a job with a
+            parent and no creator of its own belongs to its parent's (a retry, an import's
+            detection job), so whoever may see the parent sees the child.
         priority: one of :attr:`modomo.db.models.Priority.NAMES`; the job's batches inherit it.
         run_at: when a scheduled job is due (timezone-aware).
         expires_at: when a job not started yet expires (timezone-aware).
@@ -145,6 +148,8 @@ def create_job(
     if priority not in Priority.NAMES:
         raise ValueError(f"priority must be one of {', '.join(Priority.NAMES)}, not {priority!r}")
     with session_scope() as session:
+        if created_by is None and parent_id is not None:
+            created_by = session.scalar(select(Job.created_by).where(Job.id == parent_id))
         job = Job(
             type=job_type,
             params=params or {},
@@ -511,6 +516,20 @@ def cancel_job(job_id: uuid.UUID | str) -> str:
         return session.scalar(select(Job.status).where(Job.id == jid)) or JobStatus.CANCELLED
 
 
+def job_owner(job_id: uuid.UUID | str) -> str | None:
+    """Who created the job (its ``created_by``; None for the CLI's and beat's jobs).
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    jid = _uuid(job_id)
+    with session_scope() as session:
+        row = session.execute(select(Job.created_by).where(Job.id == jid)).first()
+    if row is None:
+        raise JobNotFound(f"no job {jid}")
+    return row[0]
+
+
 def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, Any]:
     """A JSON-able view of a job: its record (stage counts included) plus its scene failures
     with their reasons.
@@ -602,28 +621,45 @@ def job_record(job: Job, stages: dict[str, dict[str, int]] | None = None) -> dic
     }
 
 
-def _filtered(query: Any, status: str | None, job_type: str | None) -> Any:
+def _filtered(
+    query: Any, status: str | None, job_type: str | None, created_by: Sequence[str] | None
+) -> Any:
     if status:
         query = query.where(Job.status == status)
     if job_type:
         query = query.where(Job.type == job_type)
+    if created_by is not None:
+        query = query.where(Job.created_by.in_(list(created_by)))
     return query
 
 
 def list_jobs(
-    status: str | None = None, job_type: str | None = None, limit: int = 50, offset: int = 0
+    status: str | None = None,
+    job_type: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    *,
+    created_by: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs, newest first, optionally filtered by status and type, each with its stage counts."""
+    """Jobs, newest first, optionally filtered by status and type, each with its stage counts.
+
+    ``created_by``: only the jobs created by one of these principals (None: everyone's).
+    """
 
     with session_scope() as session:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-        jobs = list(session.scalars(_filtered(query, status, job_type)))
+        jobs = list(session.scalars(_filtered(query, status, job_type, created_by)))
         stages = stage_counts_of(session, [job.id for job in jobs])
         return [job_record(job, stages[job.id]) for job in jobs]
 
 
-def count_jobs(status: str | None = None, job_type: str | None = None) -> int:
+def count_jobs(
+    status: str | None = None,
+    job_type: str | None = None,
+    *,
+    created_by: Sequence[str] | None = None,
+) -> int:
     """How many jobs :func:`list_jobs` would page through with the same filters."""
     with session_scope() as session:
-        query = _filtered(select(func.count()).select_from(Job), status, job_type)
+        query = _filtered(select(func.count()).select_from(Job), status, job_type, created_by)
         return int(session.scalar(query) or 0)

@@ -14,6 +14,7 @@ from modomo.api.auth import CurrentUser
 from modomo.api.enqueue import enqueue_job
 from modomo.api.jobrequest import JobRequest
 from modomo.api.keys import Principal
+from modomo.api.ownership import check_job
 from modomo.api.ratelimit import enqueue_limit
 from modomo.api.schemas import Accepted, ExportRequest
 from modomo.jobs import JobNotFound, describe_job
@@ -30,7 +31,10 @@ def create_export(
     body: Annotated[ExportRequest, Depends(EXPORT.dependency)],
 ) -> Accepted:
     """Export the chosen scenes (failed scenes and non-canonical near-duplicates left out
-    unless asked for) with deterministic train/val/test splits stratified by room type."""
+    unless asked for) with deterministic train/val/test splits stratified by room type.
+    ``job_id`` must be one of the caller's jobs (an admin's: any job), else 404."""
+    if body.job_id is not None:
+        check_job(body.job_id, principal)
     options = body.task_kwargs()
     return enqueue_job(
         principal,
@@ -43,7 +47,8 @@ def create_export(
     )
 
 
-def _export(export_id: uuid.UUID) -> dict[str, Any]:
+def _export(export_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
+    check_job(export_id, principal, "export")
     try:
         job = describe_job(export_id, max_failures=0)
     except JobNotFound:
@@ -54,10 +59,10 @@ def _export(export_id: uuid.UUID) -> dict[str, Any]:
 
 
 @router.get("/{export_id}")
-def get_export(export_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+def get_export(export_id: uuid.UUID, principal: CurrentUser) -> dict[str, Any]:
     """The export job: status, options, and once completed its counts, model versions,
     checksum and ``download_url``."""
-    job = _export(export_id)
+    job = _export(export_id, principal)
     result = job.get("result") or {}
     job["download_url"] = (
         f"/exports/{export_id}/download" if job["status"] == "completed" and result else None
@@ -66,11 +71,11 @@ def get_export(export_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
 
 
 @router.get("/{export_id}/download", response_class=StreamingResponse)
-def download_export(export_id: uuid.UUID, _: CurrentUser) -> StreamingResponse:
+def download_export(export_id: uuid.UUID, principal: CurrentUser) -> StreamingResponse:
     """The export as a zip archive (streamed). 409 until the export has completed."""
     from modomo.artifacts import artifact_store
 
-    job = _export(export_id)
+    job = _export(export_id, principal)
     result = job.get("result") or {}
     if job["status"] != "completed" or not result.get("archive"):
         raise HTTPException(

@@ -1,4 +1,7 @@
-"""Jobs: list, read, follow (with Celery's view), cancel, retry the failed scenes."""
+"""Jobs: list, read, follow (with Celery's view), cancel, retry the failed scenes.
+
+A user sees and acts on its own jobs only; an admin on every job; another user's job is 404
+(see :mod:`modomo.api.ownership`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from modomo.api.auth import CurrentUser
 from modomo.api.jobrequest import JobRequest
 from modomo.api.keys import Principal
+from modomo.api.ownership import check_job, owner_filter
 from modomo.api.ratelimit import enqueue_limit
 from modomo.api.schemas import PLAIN_TEXT, Accepted, Page, RetryRequest
 from modomo.celery_app import app as celery_app
@@ -32,7 +36,8 @@ MAX_TASK_STATES = 50
 RETRY = JobRequest(RetryRequest)
 
 
-def _job(job_id: uuid.UUID) -> dict[str, Any]:
+def _job(job_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
+    check_job(job_id, principal)
     try:
         return describe_job(job_id)
     except JobNotFound as exc:
@@ -41,22 +46,26 @@ def _job(job_id: uuid.UUID) -> dict[str, Any]:
 
 @router.get("")
 def get_jobs(
-    _: CurrentUser,
+    principal: CurrentUser,
     job_status: Annotated[Status | None, Query(alias="status")] = None,
     job_type: Annotated[str | None, Query(alias="type", max_length=32, pattern=PLAIN_TEXT)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page:
-    """Jobs, newest first, filtered by ``status`` and ``type``."""
-    items = list_jobs(status=job_status, job_type=job_type, limit=limit, offset=offset)
-    total = count_jobs(status=job_status, job_type=job_type)
+    """Jobs, newest first, filtered by ``status`` and ``type``: the caller's own jobs (an
+    admin's: every job)."""
+    owners = owner_filter(principal)
+    items = list_jobs(
+        status=job_status, job_type=job_type, limit=limit, offset=offset, created_by=owners
+    )
+    total = count_jobs(status=job_status, job_type=job_type, created_by=owners)
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+def get_job(job_id: uuid.UUID, principal: CurrentUser) -> dict[str, Any]:
     """A job's record, its pending count and its scene failures with reasons."""
-    return _job(job_id)
+    return _job(job_id, principal)
 
 
 def _task_state(task_id: str) -> dict[str, Any]:
@@ -112,7 +121,7 @@ def guide_job_data(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/celery-status")
-def job_celery_status(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+def job_celery_status(job_id: uuid.UUID, principal: CurrentUser) -> dict[str, Any]:
     """The job record plus Celery's view: its start task's state, and each batch task's
     state with its PROGRESS meta (``current``, ``total``, ``progress``, ``message``) for the
     latest batches.
@@ -135,7 +144,7 @@ def job_celery_status(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
     - ``created_at``, ``updated_at``: the same; ``completed_at``: ``finished_at`` (when the
       job ended, whether completed, failed or cancelled; null while it has not).
     """
-    job = _job(job_id)
+    job = _job(job_id, principal)
     task_ids = list(job.get("celery_task_ids") or [])
     start, batches = (task_ids[0], task_ids[1:]) if task_ids else (None, [])
     shown = [_task_state(t) for t in batches[-MAX_TASK_STATES:]]
@@ -154,14 +163,15 @@ def job_celery_status(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/cancel")
-def cancel(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
+def cancel(job_id: uuid.UUID, principal: CurrentUser) -> dict[str, Any]:
     """Cancel a job: it is marked cancelled, its queued tasks are revoked, and running
     batches stop before their next scene. A finished job is left as it is (see ``status``)."""
+    check_job(job_id, principal)
     try:
         cancel_job(job_id)
     except JobNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    return _job(job_id)
+    return _job(job_id, principal)
 
 
 @router.post(
@@ -169,14 +179,15 @@ def cancel(job_id: uuid.UUID, _: CurrentUser) -> dict[str, Any]:
 )
 def retry(
     job_id: uuid.UUID,
-    _: Annotated[Principal, Depends(enqueue_limit)],
+    principal: Annotated[Principal, Depends(enqueue_limit)],
     body: Annotated[RetryRequest, Depends(RETRY.dependency)],
 ) -> Accepted:
     """Send the failed scenes of a finished job again, as a new job (``parent_id`` = this
-    job), with the original's priority unless ``priority`` is given. 409 when the job is
-    still active, cannot be retried, or has no failed scene."""
+    job, and the same owner), with the original's priority unless ``priority`` is given.
+    409 when the job is still active, cannot be retried, or has no failed scene."""
     from modomo.tasks.retry import retry_failed_scenes
 
+    check_job(job_id, principal)
     try:
         child, task_ids = retry_failed_scenes(job_id, body.priority)
     except JobNotFound as exc:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from modomo.api.auth import CurrentUser
+from modomo.api.ownership import job_visible
 from modomo.api.schemas import PLAIN_TEXT, Page
 from modomo.catalog import list_objects
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/objects", tags=["objects"])
 
 @router.get("")
 def get_objects(
-    _: CurrentUser,
+    principal: CurrentUser,
     category: Annotated[str | None, Query(max_length=64, pattern=PLAIN_TEXT)] = None,
     taxonomy_group: Annotated[str | None, Query(max_length=64, pattern=PLAIN_TEXT)] = None,
     scene_id: uuid.UUID | None = None,
@@ -27,7 +28,10 @@ def get_objects(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page:
     """Objects, most confident first: bbox [x, y, w, h] in pixels, category, taxonomy group,
-    confidence, depth statistics; mask RLE with ``include_masks``."""
+    confidence, depth statistics; mask RLE with ``include_masks``. ``job_id`` filters by one
+    of the caller's jobs (an admin's: any job); another user's job matches nothing."""
+    if job_id is not None and not job_visible(job_id, principal):
+        return Page(items=[], total=0, limit=limit, offset=offset)
     items, total = list_objects(
         category=category,
         taxonomy_group=taxonomy_group,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from modomo.api.auth import CurrentUser
+from modomo.api.ownership import job_visible
 from modomo.api.schemas import PLAIN_TEXT, Page
 from modomo.catalog import SceneNotFound, get_scene, list_scenes, scene_image_key
 
@@ -19,7 +20,7 @@ _MEDIA = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"RIFF": "imag
 
 @router.get("")
 def get_scenes(
-    _: CurrentUser,
+    principal: CurrentUser,
     scene_status: Annotated[Literal["ingested", "failed"] | None, Query(alias="status")] = None,
     source: Annotated[str | None, Query(max_length=16, pattern=PLAIN_TEXT)] = None,
     room_type: Annotated[str | None, Query(max_length=64, pattern=PLAIN_TEXT)] = None,
@@ -28,7 +29,11 @@ def get_scenes(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page:
-    """Scenes, newest first, with their object counts."""
+    """Scenes, newest first, with their object counts. ``job_id`` filters by one of the
+    caller's jobs (an admin's: any job); another user's job matches nothing, as a job that
+    does not exist."""
+    if job_id is not None and not job_visible(job_id, principal):
+        return Page(items=[], total=0, limit=limit, offset=offset)
     items, total = list_scenes(
         status=scene_status,
         source=source,
