@@ -28,8 +28,6 @@ import supervision as sv
 
 from modomo.analysis.taxonomy import PromptTable
 from modomo.models.detectors.hub import PromptedDetector
-from modomo.models.detectors.selection import Selection
-from modomo.models.weights import Weights
 
 __all__ = ["Caption", "GroundingDinoDetector", "prompt_chunks"]
 
@@ -99,14 +97,8 @@ def prompt_chunks(table: PromptTable, tokenizer: Any, max_tokens: int) -> list[C
 
 
 class GroundingDinoDetector(PromptedDetector):
-    """Grounding DINO on a list of images, every category of the taxonomy prompted.
-
-    Args:
-        weights: a transformers checkpoint folder (config, weights, processor, tokenizer).
-        device: torch device string.
-        half: float16 inference (CUDA only).
-        selection: thresholds, class-agnostic NMS and the cap per image.
-        prompts: the prompts and their categories.
+    """Grounding DINO on a list of images, every category of the taxonomy prompted (built as
+    :class:`~modomo.models.detectors.hub.PromptedDetector`).
 
     Raises:
         ValueError: a prompt does not fit the text encoder or has no known token.
@@ -115,18 +107,9 @@ class GroundingDinoDetector(PromptedDetector):
 
     backend = "grounding-dino"
 
-    def __init__(
-        self,
-        weights: Weights,
-        device: str,
-        *,
-        half: bool,
-        selection: Selection,
-        prompts: PromptTable,
-    ) -> None:
-        super().__init__(weights, device, half=half, selection=selection, prompts=prompts)
+    def _prepare(self) -> None:
         self.captions = prompt_chunks(
-            prompts, self.processor.tokenizer, int(self.model.config.max_text_len)
+            self.prompts, self.processor.tokenizer, int(self.model.config.max_text_len)
         )
 
     def detect(self, images: list[np.ndarray]) -> list[sv.Detections]:

@@ -55,6 +55,10 @@ class PromptedDetector:
         self.model.to(device).eval()
         self.selection = selection
         self.prompts = prompts
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """What a backend computes once from its prompts when it loads (nothing here)."""
 
     def _select(self, xyxy: np.ndarray, scores: np.ndarray, prompt: np.ndarray) -> sv.Detections:
         """Boxes (n, 4) xyxy pixels, their scores (n,) and prompt indices (n,) as the

@@ -20,10 +20,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from modomo.analysis.taxonomy import PromptTable
 from modomo.models.detectors.hub import PromptedDetector
-from modomo.models.detectors.selection import Selection
-from modomo.models.weights import Weights
 
 __all__ = ["MAX_QUERY_TOKENS", "Owlv2Detector"]
 
@@ -32,14 +29,8 @@ MAX_QUERY_TOKENS = 16
 
 
 class Owlv2Detector(PromptedDetector):
-    """OWLv2 on a list of images, every category of the taxonomy prompted.
-
-    Args:
-        weights: a transformers checkpoint folder (config, weights, processor, tokenizer).
-        device: torch device string.
-        half: float16 inference (CUDA only).
-        selection: thresholds, class-agnostic NMS and the cap per image.
-        prompts: the prompts and their categories.
+    """OWLv2 on a list of images, every category of the taxonomy prompted (built as
+    :class:`~modomo.models.detectors.hub.PromptedDetector`).
 
     Raises:
         OSError: the folder is not an OWLv2 checkpoint.
@@ -47,25 +38,16 @@ class Owlv2Detector(PromptedDetector):
 
     backend = "owlv2"
 
-    def __init__(
-        self,
-        weights: Weights,
-        device: str,
-        *,
-        half: bool,
-        selection: Selection,
-        prompts: PromptTable,
-    ) -> None:
+    def _prepare(self) -> None:
         import torch
 
-        super().__init__(weights, device, half=half, selection=selection, prompts=prompts)
         tokens = self.processor.tokenizer(
-            prompts.prompts,
+            self.prompts.prompts,
             padding="max_length",
             max_length=MAX_QUERY_TOKENS,
             truncation=True,
             return_tensors="pt",
-        ).to(device)
+        ).to(self.device)
         with torch.inference_mode():
             # (prompts, dim): the queries, embedded once for every image to come
             self.queries = self.model.owlv2.get_text_features(
