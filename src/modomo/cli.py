@@ -557,6 +557,10 @@ def api(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
+        # the app answers 431 past MODOMO_API_MAX_HEADER_BYTES (modomo.api.guard); with the
+        # h11 parser uvicorn also stops buffering a request head past it (plus the request
+        # line). httptools, uvicorn's default where installed, has no such limit.
+        h11_max_incomplete_event_size=settings.api_max_header_bytes + 8192,
     )
 
 

@@ -610,6 +610,18 @@ class Settings(BaseSettings):
         description="Per-key limit on the job-creating POST endpoints "
         "(e.g. '10/second;300/minute').",
     )
+    api_max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1024 * 1024,
+        validation_alias=_env("api_max_body_bytes"),
+        description="Largest request body the API reads, in bytes (413 beyond; a larger "
+        "Content-Length is refused before any of the body is read).",
+    )
+    api_max_header_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024,
+        validation_alias=_env("api_max_header_bytes"),
+        description="Largest total size of a request's headers (names and values), in "
+        "bytes (431 beyond).",
+    )
     flower_user: str = Field(default="admin", validation_alias=_env("flower_user"))
     flower_password: SecretStr | None = Field(
         default=None,
