@@ -1,7 +1,11 @@
 """The FastAPI application: routers, CORS, the event monitor's lifetime, error bodies.
 
 ``create_app()`` builds an app from the process settings; ``app`` is the one uvicorn serves
-(``modomo.api:app``, ``main_refactored:app``).
+(``modomo.api:app``, ``main_refactored:app``). The app carries its own protections, so they
+hold however it is served: :class:`modomo.api.guard.RequestGuard` (loopback clients only while
+auth is disabled, header and body size limits, credentials before the body), validation
+errors that always serialise (:mod:`modomo.api.errors`), and doc pages that need no internet
+(:mod:`modomo.api.docs`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from modomo import __version__
+from modomo.api.auth import authenticate
+from modomo.api.docs import install_docs, install_security
+from modomo.api.errors import validation_error_handler
+from modomo.api.guard import RequestGuard, authenticate_once, needs_credentials
 from modomo.api.monitor import CeleryMonitor
 from modomo.api.routers import (
     classification,
@@ -44,8 +53,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     if settings.auth_disabled:
         log.warning(
-            "MODOMO_AUTH_DISABLED is set: no credentials are asked and only loopback "
-            "clients are served"
+            "MODOMO_AUTH_DISABLED is set: no credentials are asked, so only loopback "
+            "clients are served (any other client, or a request through a proxy, gets 403)"
         )
     monitor: CeleryMonitor = app.state.monitor
     monitor.start()
@@ -65,8 +74,19 @@ def create_app() -> FastAPI:
         version=__version__,
         summary="Interior photographs to ML training datasets: jobs, scenes, objects.",
         lifespan=_lifespan,
+        docs_url=None,  # served by modomo.api.docs, from local assets
+        redoc_url=None,
     )
     app.state.monitor = CeleryMonitor(celery_app)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # the guard's check before a body is read and the routes' dependencies share a lookup
+    app.dependency_overrides[authenticate] = authenticate_once
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_header_bytes=settings.api_max_header_bytes,
+        loopback_only=settings.auth_disabled,
+    )
     origins = settings.cors_origins
     if origins:
         app.add_middleware(
@@ -77,7 +97,7 @@ def create_app() -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
-    for module in (
+    modules = (
         health,
         monitoring,  # before jobs: /jobs/celery/... are not job ids
         jobs,
@@ -92,8 +112,11 @@ def create_app() -> FastAPI:
         keys,
         schedules,
         dashboard,
-    ):
+    )
+    for module in modules:
         app.include_router(module.router)
+    install_docs(app)
+    install_security(app, (route for m in modules for route in m.router.routes), needs_credentials)
     return app
 
 
