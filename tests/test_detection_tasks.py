@@ -284,3 +284,10 @@ def test_run_detection_pipeline_with_the_callers_own_job_id(
     assert (job["status"], job["processed"], job["failed"]) == ("completed", 1, 0)
     again = run_detection_pipeline.delay(job_id=chosen, scene_id=str(scene_id)).get(timeout=60)
     assert "not done twice" in again["skipped"] and again["processed"] == 1
+    # scene_id and scene_ids together: every known one is processed, an unknown one noted
+    both = run_detection_pipeline.delay(
+        job_id=f"{chosen}-b", scene_id=str(scene_id), scene_ids=[str(uuid.uuid4())]
+    ).get(timeout=60)
+    assert both["scenes"] == 1
+    job = wait_for_job(both["id"], timeout_s=120)
+    assert (job["status"], job["processed"], job["failed"]) == ("completed", 1, 0)

@@ -208,7 +208,7 @@ class FakeModels:
 
     def __init__(self) -> None:
         label = SimpleNamespace(weights=SimpleNamespace(label="fake@test"))
-        self._detector = SimpleNamespace(detect=self.detect, **vars(label))
+        self._detector = SimpleNamespace(detect=self.detect, backend="fake", **vars(label))
         self._segmenter = SimpleNamespace(segment=self.segment, **vars(label))
         self._depth = SimpleNamespace(estimate=self.estimate)
 

@@ -172,6 +172,37 @@ def test_users_see_and_act_on_their_own_jobs_only(
     admin.post(f"/jobs/{with_scenes}/cancel")
 
 
+def test_the_dashboard_shows_a_user_its_own_jobs(
+    keys: Keys, user: httpx.Client, other: httpx.Client, admin: httpx.Client, tmp_path: Path
+) -> None:
+    from modomo.jobs import create_job
+
+    mine = user.post(IMPORT, json={"dataset": "owner/dash", "limit": 1, **LATER}).json()["job_id"]
+    theirs = other.post(IMPORT, json={"dataset": "owner/dash", "limit": 1, **LATER})
+    b_job = theirs.json()["job_id"]
+    create_job("colors", {})  # the CLI's: no creator, an admin's view only
+    time.sleep(1.1)  # past the dashboard's one-second cache
+
+    def view(client: httpx.Client) -> tuple[set[str], dict[str, int], list[dict]]:
+        data = client.get("/jobs/celery/dashboard").json()
+        return (
+            {j["id"] for j in data["jobs"]["recent"]},
+            data["jobs"]["counts"],
+            data["active_tasks"],
+        )
+
+    a_recent, a_counts, a_tasks = view(user)
+    b_recent, b_counts, _ = view(other)
+    admin_recent, admin_counts, _ = view(admin)
+    assert mine in a_recent and b_job not in a_recent
+    assert b_recent == {b_job} and sum(b_counts.values()) == 1 and b_counts["scheduled"] == 1
+    assert sum(admin_counts.values()) > sum(a_counts.values()) + sum(b_counts.values())
+    assert {mine, b_job} <= admin_recent or len(admin_recent) == 10  # the ten most recent
+    assert all("args" not in task and "kwargs" not in task for task in a_tasks)
+    for client, job in ((user, mine), (other, b_job)):
+        client.post(f"/jobs/{job}/cancel")
+
+
 def test_exports_belong_to_their_creator(
     user: httpx.Client, other: httpx.Client, admin: httpx.Client
 ) -> None:

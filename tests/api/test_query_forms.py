@@ -248,8 +248,10 @@ def test_openapi_documents_the_query_parameters(user: httpx.Client) -> None:
 def test_celery_status_job_data_carries_the_failure_reason_of_a_failed_job(
     user: httpx.Client, user_owner: str, admin: httpx.Client, worker: str, tmp_path: Path
 ) -> None:
+    from sqlalchemy import update
+
     from modomo.artifacts import artifact_store
-    from modomo.db.models import Scene
+    from modomo.db.models import Scene, SceneStatus
     from modomo.db.session import session_scope
     from modomo.jobs import create_job, dispatch_batches
     from modomo.tasks.color_tasks import process_colors_batch
@@ -272,6 +274,9 @@ def test_celery_status_job_data_carries_the_failure_reason_of_a_failed_job(
     # each reason names its scene's image, so here two reasons of one scene each
     assert data["error_message"].count("colors: missing input: artifact not found") == 2
     assert data["completed_at"] is not None
+    # no scene without its image left behind for the catalogue-wide jobs of later tests
+    with session_scope() as session:
+        session.execute(update(Scene).where(Scene.id.in_(scenes)).values(status=SceneStatus.FAILED))
 
     # a job that failed with a reason of its own: its start task purged by an admin
     answer = user.post(f"/detect/process?image_url={PUBLIC_IMAGE}&priority=low")

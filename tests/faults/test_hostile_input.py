@@ -470,9 +470,12 @@ def test_hostile_api_requests_are_refused_clearly(hostile_api: tuple[str, dict])
     ):
         answer = http.post("/process/colors", json=body, headers=user)
         assert answer.status_code == 422 and field_named(answer, field), (body, answer.text)
-    huge = [str(uuid.uuid4()) for _ in range(100_000)]
-    answer = http.post("/detect/process", json={"scene_ids": huge}, headers=user)
+    too_many = [str(uuid.uuid4()) for _ in range(10_000)]  # over the list's bound, < 1 MiB
+    answer = http.post("/detect/process", json={"scene_ids": too_many}, headers=user)
     assert answer.status_code == 422 and field_named(answer, "scene_ids")
+    huge = [str(uuid.uuid4()) for _ in range(100_000)]  # 3.8 MB: over the body cap
+    answer = http.post("/detect/process", json={"scene_ids": huge}, headers=user)
+    assert answer.status_code == 413, answer.text
     answer = http.post(
         "/exports", json={"format": "coco", "room_types": ["a"] * 10_000}, headers=user
     )

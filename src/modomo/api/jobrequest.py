@@ -273,6 +273,10 @@ async def _json_object(request: Request) -> dict[str, Any]:
                 }
             ]
         ) from None
+    except RecursionError:  # nesting deeper than the parser goes
+        raise RequestValidationError(
+            [_error(("body",), "json_invalid", "JSON nested too deeply")]
+        ) from None
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -5,6 +5,7 @@ Each is one aggregate query, cheap enough for a dashboard polled every second or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -26,31 +27,43 @@ from modomo.jobs.lifecycle import job_record
 __all__ = ["job_status_counts", "recent_failures", "recent_jobs", "recent_scenes", "throughput"]
 
 
-def job_status_counts() -> dict[str, int]:
-    """How many jobs are in each status (every status present, zeros included)."""
+def _owned(query: Any, owners: Sequence[str] | None) -> Any:
+    """``query`` restricted to the jobs created by ``owners`` (None: every job)."""
+    return query if owners is None else query.where(Job.created_by.in_(list(owners)))
+
+
+def job_status_counts(owners: Sequence[str] | None = None) -> dict[str, int]:
+    """How many jobs are in each status (every status present, zeros included).
+
+    Args:
+        owners: only the jobs whose ``created_by`` is one of these; None for every job.
+    """
     with session_scope() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        query = _owned(select(Job.status, func.count()), owners).group_by(Job.status)
+        rows = session.execute(query).all()
     counts = dict.fromkeys((*JobStatus.ACTIVE, *JobStatus.FINAL), 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
 
 
-def recent_jobs(limit: int = 10) -> list[dict[str, Any]]:
-    """The active jobs, then the most recently created others, up to ``limit``."""
+def recent_jobs(limit: int = 10, owners: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The active jobs, then the most recently created others, up to ``limit`` (of
+    ``owners`` only, as :func:`job_status_counts`)."""
     with session_scope() as session:
         active = Job.status.in_(JobStatus.ACTIVE)
         query = (
-            select(Job)
+            _owned(select(Job), owners)
             .order_by(case((active, 0), else_=1), Job.created_at.desc(), Job.id)
             .limit(limit)
         )
         return [job_record(job) for job in session.scalars(query)]
 
 
-def recent_failures(limit: int = 10) -> list[dict[str, Any]]:
-    """The latest scene failures with their reasons, newest first."""
+def recent_failures(limit: int = 10, owners: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The latest scene failures with their reasons, newest first (in the jobs of ``owners``
+    only, as :func:`job_status_counts`)."""
     with session_scope() as session:
-        rows = session.execute(
+        query = (
             select(
                 SceneFailure.job_id,
                 SceneFailure.scene_id,
@@ -62,7 +75,12 @@ def recent_failures(limit: int = 10) -> list[dict[str, Any]]:
             .join(Scene, Scene.id == SceneFailure.scene_id)
             .order_by(SceneFailure.id.desc())
             .limit(limit)
-        ).all()
+        )
+        if owners is not None:
+            query = query.join(Job, Job.id == SceneFailure.job_id).where(
+                Job.created_by.in_(list(owners))
+            )
+        rows = session.execute(query).all()
     return [
         {
             "job_id": str(r[0]) if r[0] else None,

@@ -284,8 +284,9 @@ def run_detection_pipeline(
         job_id: a pending job created by the caller, or the caller's own id
             (``"detect_001"``): the job is created for it, once (:func:`start_job`).
         image_url: an http(s) image to fetch (safe fetch, size limits) and process.
-        scene_id: an existing scene to process.
-        scene_ids: existing scenes to process (ids that name no scene fail, with the reason).
+        scene_id: an existing scene to process (with ``image_url``, both are processed).
+        scene_ids: existing scenes to process (ids that name no scene are logged; a job
+            given nothing else fails naming them).
         stages: pipeline stages (default: all).
         limit: with neither, at most this many scenes (oldest first).
 
@@ -306,10 +307,11 @@ def run_detection_pipeline(
         return started
     if not job_is_active(job_id):
         return {"skipped": "the job is no longer active"}
-    if image_url:
-        ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids
-    elif scene_id or scene_ids:
-        ids = _known_scenes(job_id, [scene_id] if scene_id else scene_ids or [])
+    named = [*([scene_id] if scene_id else []), *(scene_ids or [])]
+    if image_url or named:  # every one given is processed
+        ids = ingest(uuid.UUID(job_id), [Input("url", image_url)]).scene_ids if image_url else []
+        if named:
+            ids += _known_scenes(job_id, named, alone=not ids)
     else:
         with session_scope() as session:
             has_objects = select(DetectedObject.scene_id).distinct()
@@ -333,9 +335,9 @@ def run_detection_pipeline(
     return job_summary(job_id, scenes=len(ids), batches=len(task_ids))
 
 
-def _known_scenes(job_id: str, scene_ids: Sequence[str]) -> list[uuid.UUID]:
-    """The ids among ``scene_ids`` that name stored scenes; the job is told about the rest
-    (a ``failed`` job with the missing ids when none is known)."""
+def _known_scenes(job_id: str, scene_ids: Sequence[str], *, alone: bool) -> list[uuid.UUID]:
+    """The ids among ``scene_ids`` that name stored scenes; the rest are logged, and when
+    none is known and the job has nothing else to do (``alone``), it fails naming them."""
     wanted = list(dict.fromkeys(uuid.UUID(s) for s in scene_ids))
     with session_scope() as session:
         known = set(session.scalars(select(Scene.id).where(Scene.id.in_(wanted))))
@@ -345,7 +347,7 @@ def _known_scenes(job_id: str, scene_ids: Sequence[str]) -> list[uuid.UUID]:
 
         note = f"no such scene(s): {', '.join(missing[:10])}" + (" …" if len(missing) > 10 else "")
         log.warning("job %s: %s", job_id, note)
-        if not known:
+        if not known and alone:
             fail_lost_work(job_id, None, stage=STAGE, reason=note)
     return [s for s in wanted if s in known]
 

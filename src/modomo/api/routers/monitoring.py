@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
 from modomo.api.auth import AdminUser, CurrentUser
+from modomo.api.keys import Principal
 from modomo.api.monitor import CeleryMonitor
+from modomo.api.ownership import owner_filter
 from modomo.celery_app import app as celery_app
 from modomo.jobs import stats
 from modomo.queues import UnknownQueue, purge_queue, queue_depths
@@ -52,11 +55,21 @@ def _queues_or_error() -> tuple[list[dict[str, Any]], str | None]:
         return [], str(exc.detail)
 
 
+def _tasks_for(monitor: CeleryMonitor, principal: Principal) -> list[dict[str, Any]]:
+    """The tasks running now; a user's view leaves out their arguments (other users' job
+    ids), an admin's keeps them."""
+    tasks = monitor.active_tasks()
+    if principal.is_admin:
+        return tasks
+    return [{k: v for k, v in t.items() if k not in ("args", "kwargs")} for t in tasks]
+
+
 @router.get("/active-tasks")
-def active_tasks(request: Request, _: CurrentUser) -> dict[str, Any]:
-    """Tasks running now, on which worker, for how long (seconds)."""
+def active_tasks(request: Request, principal: CurrentUser) -> dict[str, Any]:
+    """Tasks running now, on which worker, for how long (seconds); their arguments for an
+    admin only."""
     monitor = _monitor(request)
-    return {"events": monitor.events_status(), "tasks": monitor.active_tasks()}
+    return {"events": monitor.events_status(), "tasks": _tasks_for(monitor, principal)}
 
 
 @router.get("/workers")
@@ -73,39 +86,66 @@ def queues(_: CurrentUser) -> dict[str, Any]:
 
 
 class _Cache:
+    """Values computed at most once a second each, by key: the catalogue's figures (key
+    None) and each owner set's job figures."""
+
+    SIZE = 256
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.value: dict[str, Any] | None = None
-        self.at = 0.0
+        self.values: dict[Any, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            hit = self.values.get(key)
+            if hit is None or time.monotonic() - hit[0] > DASHBOARD_CACHE_S:
+                if len(self.values) >= self.SIZE:
+                    self.values.clear()
+                hit = self.values[key] = (time.monotonic(), compute())
+            return hit[1]
 
 
 _cache = _Cache()
 
 
-def _slow_part() -> dict[str, Any]:
-    with _cache.lock:
-        if _cache.value is None or time.monotonic() - _cache.at > DASHBOARD_CACHE_S:
-            recent = stats.recent_scenes()
-            for scene in recent:
-                scene["preview_url"] = f"/scenes/{scene['id']}/preview.png?max_size=256"
-            queue_list, broker_error = _queues_or_error()
-            _cache.value = {
-                "queues": queue_list,
-                "broker_error": broker_error,
-                "jobs": {"counts": stats.job_status_counts(), "recent": stats.recent_jobs()},
-                "failures": stats.recent_failures(),
-                "throughput": {"minutes": stats.throughput()},
-                "recent_scenes": recent,
-            }
-            _cache.at = time.monotonic()
-        return _cache.value
+def _catalogue() -> dict[str, Any]:
+    recent = stats.recent_scenes()
+    for scene in recent:
+        scene["preview_url"] = f"/scenes/{scene['id']}/preview.png?max_size=256"
+    queue_list, broker_error = _queues_or_error()
+    return {
+        "queues": queue_list,
+        "broker_error": broker_error,
+        "throughput": {"minutes": stats.throughput()},
+        "recent_scenes": recent,
+    }
+
+
+def _jobs(owners: tuple[str, ...] | None) -> dict[str, Any]:
+    return {
+        "jobs": {
+            "counts": stats.job_status_counts(owners),
+            "recent": stats.recent_jobs(owners=owners),
+        },
+        "failures": stats.recent_failures(owners=owners),
+    }
+
+
+def _slow_part(principal: Principal) -> dict[str, Any]:
+    owners = owner_filter(principal)
+    return {
+        **_cache.get(None, _catalogue),
+        **_cache.get(("jobs", owners), lambda: _jobs(owners)),
+    }
 
 
 @router.get("/dashboard")
-def dashboard(request: Request, _: CurrentUser) -> dict[str, Any]:
+def dashboard(request: Request, principal: CurrentUser) -> dict[str, Any]:
     """Everything the dashboard page shows: workers, queues, active tasks, job counts by
     status, recent jobs with progress, recent failures with reasons, scenes per minute over
-    the last ten minutes, recent scenes with detected objects."""
+    the last ten minutes, recent scenes with detected objects. A user's job counts, jobs and
+    failures are its own jobs' (an admin's, every job's), and its active tasks come without
+    their arguments."""
     from datetime import UTC, datetime
 
     monitor = _monitor(request)
@@ -114,8 +154,8 @@ def dashboard(request: Request, _: CurrentUser) -> dict[str, Any]:
         "broker": _broker_kind(),
         "events": monitor.events_status(),
         "workers": monitor.workers(),
-        "active_tasks": monitor.active_tasks(),
-        **_slow_part(),
+        "active_tasks": _tasks_for(monitor, principal),
+        **_slow_part(principal),
     }
 
 
