@@ -78,12 +78,15 @@ def wait_for(driver, job_id: str, value: str, timeout_s: float) -> list[str | No
         time.sleep(0.1)
 
 
-def test_dashboard_progress_bar_reaches_100(browser, api: str, keys: Keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dashboard_progress_bar_reaches_100(  # type: ignore[no-untyped-def]
+    browser, api: str, keys: Keys, user_owner: str, tmp_path: Path
+) -> None:
     from modomo.jobs import create_job, dispatch_batches
     from modomo.tasks.color_tasks import process_colors_batch
 
     scenes = make_scenes(tmp_path / "images", 24)
-    job_id = str(create_job("colors", {"test": "browser"}))
+    # the user's own job: the dashboard shows a user its jobs only
+    job_id = str(create_job("colors", {"test": "browser"}, created_by=user_owner))
     dispatch_batches(job_id, process_colors_batch, scenes, 2)  # no worker yet: 0 %
 
     browser.get(f"{api}/dashboard#key={keys.user}")
