@@ -38,6 +38,7 @@ setup: tools .venv/.synced
 
 demo: setup
 	$(RUN) modomo process --pipeline auto $$($(RUN) python scripts/demo_sources.py)
+	$(RUN) modomo export --format hf --out demo-dataset --sheet
 
 services:
 	@bash scripts/services.sh

@@ -21,6 +21,8 @@ from modomo.analysis.masks import decode_rle, encode_rle
 from modomo.db.models import DetectedObject, DuplicateGroup, Scene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.export import ExportOptions, run_export
+from modomo.export.classes import ClassMap
+from modomo.models.licences import KNOWN_LICENCES
 from modomo.jobs import create_job
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
@@ -134,11 +136,18 @@ def test_coco_export_of_a_job_leaves_out_failed_and_duplicate_scenes(
         stored = sorted(dataset["masks"][scene_id], key=lambda m: int(m.sum()))
         exported = sorted(image["masks"], key=lambda m: int(m.sum()))
         assert all(np.array_equal(a, b.astype(bool)) for a, b in zip(stored, exported, strict=True))
-    assert manifest["models"] == {"yolo11n.pt@test": "AGPL-3.0 (Ultralytics YOLO)"}
+    assert manifest["models"] == [
+        {"role": "detector", "model": "yolo11n.pt@test", "licence": KNOWN_LICENCES["yolo11n.pt"]}
+    ]
     assert manifest["class_histogram"] == {"sofa": 10, "bed": 10}
+    # compact ids: only the two categories that occur, in the taxonomy's order
+    assert manifest["classes"] == {
+        "classes": "used",
+        "names": list(ClassMap.used({"sofa", "bed"}).names),
+    }
     # the manifest's checksum covers every file; a second export of the same data matches it
     again = run_export(options, tmp_path / "again")
-    assert again["checksum"] == manifest["checksum"] and manifest["files"] == 10 + 3 + 1
+    assert again["checksum"] == manifest["checksum"] and manifest["files"] == 10 + 3 + 2
     listing = (tmp_path / "coco" / "checksums.sha256").read_text()
     assert listing == (tmp_path / "again" / "checksums.sha256").read_text()
     assert hashlib.sha256(listing.encode()).hexdigest() == manifest["checksum"]

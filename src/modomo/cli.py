@@ -940,6 +940,20 @@ def export(
     sheet: Annotated[
         bool, typer.Option("--sheet", help="Also write contact_sheet.png (first 48 scenes).")
     ] = False,
+    classes: Annotated[
+        str,
+        typer.Option(
+            help="Class ids: used (the categories that occur, compact ids), taxonomy (all), "
+            "or a file naming the categories to keep (one per line or a JSON list)."
+        ),
+    ] = "used",
+    include_paths: Annotated[
+        bool,
+        typer.Option(
+            "--include-paths",
+            help="Keep absolute local paths (source keys, weights, data.yaml path).",
+        ),
+    ] = False,
 ) -> None:
     """Export scenes as a dataset: COCO instance segmentation, YOLO, or Hugging Face."""
     from modomo.console import console, progress_bar
@@ -952,6 +966,8 @@ def export(
         raise _fail(f"unknown --yolo-task {yolo_task!r}; expected detect or segment")
     if push_to_hub and export_format != "hf":
         raise _fail("--push-to-hub needs --format hf")
+    if classes not in ("used", "taxonomy") and not Path(classes).is_file():
+        raise _fail(f"--classes {classes!r}: expected used, taxonomy or a class file")
     if push_to_hub and settings.hf_token is None:
         raise _fail("--push-to-hub needs a Hugging Face token: set MODOMO_HF_TOKEN (or HF_TOKEN)")
     try:
@@ -973,17 +989,29 @@ def export(
         ratios=ratios,  # type: ignore[arg-type]
         yolo_task=yolo_task,  # type: ignore[arg-type]
         name=name,
+        classes=str(Path(classes).resolve()) if classes not in ("used", "taxonomy") else classes,
+        include_paths=include_paths,
         **_filters(filters or []),  # type: ignore[arg-type]
     )
-    with progress_bar() as progress:
-        bar = progress.add_task(f"export {export_format}", total=None, note="")
-        manifest = run_export(options, out, lambda n: progress.update(bar, completed=n))
+    try:
+        with progress_bar() as progress:
+            bar = progress.add_task(f"export {export_format}", total=None, note="")
+            manifest = run_export(options, out, lambda n: progress.update(bar, completed=n))
+    except (ValueError, OSError) as exc:  # a bad class file, a missing image, a full disk
+        raise _fail(f"export failed: {exc}") from None
     table = Table("split", "scenes", "objects", title=f"{export_format} export in {out}")
     for split, counts in manifest["counts"].items():
         table.add_row(split, str(counts["scenes"]), str(counts["objects"]))
     console.print(table)
+    console.print(f"dataset: {out.resolve()}")
     console.print(f"manifest: {out / 'manifest.json'} (checksum {manifest['checksum'][:16]}…)")
-    if sheet:
+    console.print(f"classes: {len(manifest['classes']['names'])} ({classes}), in classes.json")
+    if manifest["left_out_objects"]:
+        left = sum(manifest["left_out_objects"].values())
+        console.print(f"left out: {left} objects of categories not in {Path(classes).name}")
+    if sheet and not manifest["total"]["scenes"]:
+        console.print("[yellow]no scene matched: no contact sheet written[/]")
+    elif sheet:
         console.print(f"contact sheet: {_write_sheet(out, options)}")
     if push_to_hub:
         from modomo.export.hf import push_to_hub as push

@@ -17,13 +17,16 @@ from PIL import Image
 from modomo.analysis.masks import decode_rle
 from modomo.analysis.taxonomy import CATEGORIES, GROUPS
 from modomo.export.card import dataset_card
-from modomo.export.coco import CocoWriter, category_names
-from modomo.export.hf import FEATURES, HfWriter, write_hf
+from modomo.export.classes import ClassMap
+from modomo.export.coco import CocoWriter
+from modomo.export.hf import HfWriter, features, write_hf
 from modomo.export.records import SPLITS
 from modomo.export.yolo import YoloWriter, join_parts, mask_polygon
 from tests.export.conftest import Built, ellipse, rectangle
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+
+TAXONOMY = ClassMap.taxonomy()
 
 
 def _expected_counts(built: list[Built]) -> dict[str, dict[str, int]]:
@@ -49,8 +52,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_category_order_is_the_taxonomy_order() -> None:
-    assert category_names() == tuple(name for names in GROUPS.values() for name in names)
-    assert len(category_names()) == len(CATEGORIES)
+    assert TAXONOMY.names == tuple(name for names in GROUPS.values() for name in names)
+    assert len(TAXONOMY.names) == len(CATEGORIES)
 
 
 # --- COCO -------------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ def test_coco_round_trips_through_pycocotools(tmp_path: Path, scenes: list[Built
         built = [item for item in scenes if item.scene.split == split]
         assert len(coco.imgs) == len(built)
         assert [c["supercategory"] for c in coco.loadCats(coco.getCatIds())] == [
-            CATEGORIES[name].group for name in category_names()
+            CATEGORIES[name].group for name in TAXONOMY.names
         ]
         assert coco.getCatIds() == list(range(1, len(CATEGORIES) + 1))
         for image_id, item in enumerate(built, start=1):
@@ -222,9 +225,9 @@ def test_yolo_detect_boxes_round_trip_through_ultralytics(
         writer.add(item.scene)
     assert writer.close() == _expected_counts(scenes)
     data = yaml.safe_load((tmp_path / "data.yaml").read_text())
-    assert data["path"] == str(tmp_path.resolve())
+    assert "path" not in data  # ultralytics takes data.yaml's folder as the root
     assert [data[split] for split in SPLITS] == [f"images/{split}" for split in SPLITS]
-    assert data["names"] == dict(enumerate(category_names()))
+    assert data["names"] == dict(enumerate(TAXONOMY.names))
     for split in SPLITS:
         labels = _yolo_labels(tmp_path, split, "detect")
         for item in (i for i in scenes if i.scene.split == split):
@@ -235,7 +238,7 @@ def test_yolo_detect_boxes_round_trip_through_ultralytics(
             ).read_bytes() == scene.read_image()
             assert (tmp_path / "labels" / split / f"{scene.id}.txt").is_file()
             classes = np.asarray(label["cls"]).ravel().astype(int).tolist()
-            assert [category_names()[c] for c in classes] == [o.category for o in scene.objects]
+            assert [TAXONOMY.names[c] for c in classes] == [o.category for o in scene.objects]
             expected = np.array(
                 [
                     [(x + w / 2) / scene.width, (y + h / 2) / scene.height]
@@ -258,7 +261,7 @@ def test_yolo_detect_clips_boxes_to_the_image(
     writer.close()
     line = (tmp_path / "labels/val/clip.txt").read_text().split()
     class_id, cx, cy, w, h = int(line[0]), *map(float, line[1:])
-    assert category_names()[class_id] == "lamp"
+    assert TAXONOMY.names[class_id] == "lamp"
     assert (cx, cy, w, h) == pytest.approx((15 / 64, 57 / 64, 30 / 64, 14 / 64), abs=1e-6)
 
 
@@ -370,10 +373,10 @@ def test_hf_round_trips_through_load_from_disk(tmp_path: Path, scenes: list[Buil
     loaded = datasets.load_from_disk(str(tmp_path / "dataset"))
     assert isinstance(loaded, datasets.DatasetDict)
     assert list(loaded) == list(SPLITS)
-    category = FEATURES["objects"].feature["category"]
+    category = features(TAXONOMY)["objects"].feature["category"]
     for split in SPLITS:
         dataset = loaded[split]
-        assert dataset.features == FEATURES
+        assert dataset.features == features(TAXONOMY)
         built = [item for item in scenes if item.scene.split == split]
         assert len(dataset) == len(built)
         for row, item in zip(dataset, built, strict=True):
@@ -437,7 +440,7 @@ def test_hf_parquet_shards_load_with_load_dataset(tmp_path: Path, scenes: list[B
     saved = datasets.load_from_disk(str(tmp_path / "dataset"))
     for split in SPLITS:
         assert len(loaded[split]) == counts[split]["images"] == len(saved[split])
-        assert loaded[split].features == FEATURES
+        assert loaded[split].features == features(TAXONOMY)
         assert loaded[split]["scene_id"] == saved[split]["scene_id"]  # same order in both
     first = loaded["train"][0]
     assert isinstance(first["image"], Image.Image)

@@ -222,6 +222,20 @@ class ExportRequest(JobOptions):
     name: Annotated[str, Field(min_length=1, max_length=96, pattern=r"^[\w.-]+$")] = (
         "modomo-interiors"
     )
+    classes: Literal["used", "taxonomy"] | Annotated[list[_Label], Field(min_length=1)] = Field(
+        default="used",
+        description="Class ids: used (the categories that occur, compact ids), taxonomy "
+        "(every category), or the categories to keep, in id order.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            from modomo.export.classes import ClassMap
+
+            ClassMap(tuple(value))  # raises ValueError naming unknown or repeated categories
+        return value
 
     @field_validator("ratios")
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from modomo.export.classes import ClassMap
 from modomo.export.records import SPLITS
 
 __all__ = ["dataset_card"]
@@ -124,10 +125,36 @@ def _how_to_load(names: list[str], dirs: Mapping[str, str], first_split: str) ->
             f'model.train(data="{yolo_prefix}data.yaml", epochs=100)',
             "```",
             "",
-            "`data.yaml` holds an absolute `path`; edit it after moving the folder.",
+            "`data.yaml` has no `path`: Ultralytics takes its folder as the dataset root.",
             "",
         ]
     return lines
+
+
+_PROVENANCE = {
+    "hf": "Hugging Face rows: the columns `source` (the collector), `source_key` (the item's "
+    "id there), `image_url`, `licence` (as the source stated it, or null) and `models` (the "
+    "model versions that produced the row's labels).",
+    "coco": "COCO: each entry of `images` has `modomo_source`, `modomo_source_key`, "
+    "`modomo_image_url` and, where the source stated a licence, `license` (an id into "
+    "`licenses`); the model versions are in `manifest.json` (`models`).",
+    "yolo": "YOLO: label files carry classes and geometry only; `provenance.jsonl` has one "
+    "line per image with `file`, `scene_id`, `source`, `source_key`, `image_url`, `licence` "
+    "and `models`.",
+}
+
+
+def _provenance(names: list[str]) -> list[str]:
+    """Where each format of the export keeps each image's provenance."""
+    wanted = [key for key in _PROVENANCE if not names or any(n.startswith(key) for n in names)]
+    lines = [f"- {_PROVENANCE[key]}" for key in wanted]
+    return lines + [
+        "",
+        "Local source keys are written as `file:<sha256 prefix>/<file name>` (no path of the "
+        "machine that built the export). The images keep their own licences: check each "
+        "image's licence before redistributing it. Images are written upright (EXIF "
+        "orientation applied, the tag removed).",
+    ]
 
 
 def dataset_card(
@@ -143,6 +170,7 @@ def dataset_card(
     license_id: str = "other",
     sources: Mapping[str, int] | None = None,
     format_dirs: Mapping[str, str] | None = None,
+    classes: ClassMap | None = None,
 ) -> str:
     """The export's ``README.md``: YAML front matter for the Hub, then Markdown sections.
 
@@ -170,6 +198,7 @@ def dataset_card(
         format_dirs: folders of the formats relative to the card, used in the snippets and
             the ``configs`` paths; default ``"."`` for each (the export's files next to the
             card, e.g. ``{"coco": "coco"}`` when the COCO files are in ``coco/``).
+        classes: the export's class ids, listed in a "Class ids" section (none without).
 
     Returns:
         The card's text (ends with a newline).
@@ -240,6 +269,19 @@ def dataset_card(
     for category, count in sorted(class_histogram.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| {_cell(category)} | {count:,} |")
 
+    if classes is not None:
+        lines += [
+            "",
+            "## Class ids",
+            "",
+            f"Classes: `{_cell(classes.how)}` ({len(classes)}; also in `classes.json`). "
+            "YOLO class and `ClassLabel` ids count from 0, COCO category ids from 1.",
+            "",
+            "| id | COCO id | category |",
+            "| ---: | ---: | --- |",
+        ]
+        lines += [f"| {i} | {i + 1} | {_cell(name)} |" for i, name in enumerate(classes.names)]
+
     lines += ["", "## Room types", "", "| room type | scenes |", "| --- | ---: |"]
     for room, count in sorted(room_types.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| {_cell(room)} | {count:,} |")
@@ -263,16 +305,7 @@ def dataset_card(
 
     lines += [""] + _how_to_load(format_names, dirs, non_empty[0] if non_empty else "train")
 
-    lines += [
-        "## Provenance",
-        "",
-        "Every row keeps where its image came from: `source` (the collector), `source_key` "
-        "(the item's id there), `image_url` and `licence` (as stated by the source, or null "
-        "when it stated none). The images keep their own licences; check `licence` before "
-        "redistributing an image. `models` records, per row, the model versions that produced "
-        "its labels.",
-        "",
-    ]
+    lines += ["## Provenance", "", *_provenance(format_names), ""]
     if sources:
         lines += ["| source | scenes |", "| --- | ---: |"]
         for source, count in sorted(sources.items(), key=lambda kv: (-kv[1], kv[0])):

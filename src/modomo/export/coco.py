@@ -24,9 +24,11 @@ Conventions:
   lossless-for-detection choice. ``modomo_has_mask`` (bool) says which it is.
 * ``iscrowd`` is always 0; no ``score`` (these are labels, not detections); Modomo's object id
   and detector confidence travel as ``modomo_object_id`` and ``modomo_confidence``.
-* ``categories`` lists *every* taxonomy category (:data:`modomo.analysis.taxonomy.CATEGORIES`)
-  in the taxonomy's order with ids 1..N and ``supercategory`` = the category's group, so
-  category ids are the same in every export, whichever categories occur.
+* ``categories`` lists the export's classes (:class:`modomo.export.classes.ClassMap`: by
+  default those that occur, in the taxonomy's order) with ids 1..N and ``supercategory`` =
+  the category's group.
+* ``images[]`` carry provenance: ``modomo_source``, ``modomo_source_key`` and
+  ``modomo_image_url`` (with ``license``, an id into ``licenses``, where the source stated one).
 
 Streaming: :meth:`CocoWriter.add` appends each image entry to one temporary file and each
 annotation to another (per split, next to the final JSON); :meth:`CocoWriter.close` writes
@@ -46,48 +48,15 @@ from typing import IO, Any
 
 from pycocotools import mask as mask_utils
 
-from modomo.analysis.taxonomy import CATEGORIES
+from modomo.export.classes import ClassMap
 from modomo.export.records import SPLITS, ExportObject, ExportScene
 
 __all__ = [
     "CocoWriter",
-    "category_index",
-    "category_names",
-    "coco_categories",
     "normalise_rle",
     "prepare_dirs",
     "write_image",
 ]
-
-_CATEGORY_INDEX: dict[str, int] = {name: index for index, name in enumerate(CATEGORIES)}
-
-
-def category_names() -> tuple[str, ...]:
-    """Every taxonomy category name in the taxonomy's stable order.
-
-    COCO category id = index + 1; YOLO class id = index; Hugging Face ``ClassLabel`` id = index.
-    """
-    return tuple(CATEGORIES)
-
-
-def category_index(category: str) -> int:
-    """The 0-based index of a taxonomy category in :func:`category_names`.
-
-    Raises:
-        ValueError: ``category`` is not a taxonomy category.
-    """
-    try:
-        return _CATEGORY_INDEX[category]
-    except KeyError:
-        raise ValueError(f"category {category!r} is not in the taxonomy") from None
-
-
-def coco_categories() -> list[dict[str, Any]]:
-    """COCO ``categories``: ``{"id": 1.., "name", "supercategory": group}`` for every category."""
-    return [
-        {"id": index + 1, "name": name, "supercategory": CATEGORIES[name].group}
-        for index, name in enumerate(category_names())
-    ]
 
 
 def normalise_rle(rle: dict[str, Any], height: int, width: int) -> dict[str, Any]:
@@ -215,6 +184,7 @@ class CocoWriter:
         overwrite: remove ``out_dir/annotations`` and ``out_dir/images`` (the latter only with
             ``copy_images``) when they hold an earlier export; by default such folders are
             refused.
+        classes: the category ids (default: every taxonomy category).
 
     Raises:
         FileExistsError: ``out_dir/annotations`` or ``out_dir/images`` is not empty and
@@ -228,9 +198,11 @@ class CocoWriter:
         copy_images: bool = True,
         info: dict[str, Any] | None = None,
         overwrite: bool = False,
+        classes: ClassMap | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.copy_images = copy_images
+        self.classes = classes or ClassMap.taxonomy()
         prepare_dirs(
             [self.out_dir / "annotations"] + ([self.out_dir / "images"] if copy_images else []),
             overwrite=overwrite,
@@ -284,7 +256,14 @@ class CocoWriter:
             "height": int(scene.height),
         }
         image.update(
-            {"modomo_scene_id": scene.id, "room_type": scene.room_type, "style": scene.style}
+            {
+                "modomo_scene_id": scene.id,
+                "room_type": scene.room_type,
+                "style": scene.style,
+                "modomo_source": scene.source,
+                "modomo_source_key": scene.source_key,
+                "modomo_image_url": scene.image_url,
+            }
         )
         annotations = [
             _dumps(
@@ -307,19 +286,20 @@ class CocoWriter:
             files.annotation_count += 1
         files.image_count += 1
 
-    @staticmethod
     def _annotation(
-        obj: ExportObject, annotation_id: int, image_id: int, height: int, width: int
+        self, obj: ExportObject, annotation_id: int, image_id: int, height: int, width: int
     ) -> dict[str, Any]:
-        if obj.category not in _CATEGORY_INDEX:
-            raise ValueError(f"object {obj.id}: category {obj.category!r} is not in the taxonomy")
+        try:
+            category_id = self.classes.index(obj.category) + 1
+        except ValueError as exc:
+            raise ValueError(f"object {obj.id}: {exc}") from None
         if len(obj.bbox) != 4:
             raise ValueError(f"object {obj.id}: bbox must be [x, y, w, h], got {obj.bbox!r}")
         x, y, w, h = (float(v) for v in obj.bbox)
         annotation: dict[str, Any] = {
             "id": annotation_id,
             "image_id": image_id,
-            "category_id": _CATEGORY_INDEX[obj.category] + 1,
+            "category_id": category_id,
             "bbox": [x, y, w, h],
         }
         if obj.mask_rle is not None:
@@ -378,7 +358,7 @@ class CocoWriter:
         with open(partial, "w", encoding="utf-8") as out:
             out.write("{\n" + _dumps("info") + ":" + _dumps(self.info) + ",\n")
             out.write(_dumps("licenses") + ":" + _dumps(licences) + ",\n")
-            out.write(_dumps("categories") + ":" + _dumps(coco_categories()) + ",\n")
+            out.write(_dumps("categories") + ":" + _dumps(self.classes.coco_categories()) + ",\n")
             out.write(_dumps("images") + ":[")
             with open(files.images_path, encoding="utf-8") as part:
                 shutil.copyfileobj(part, out, 1 << 20)

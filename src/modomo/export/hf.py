@@ -12,15 +12,15 @@ and the same rows as Parquet shards named the way the Hub and ``push_to_hub`` na
     out_dir/dataset/{split}/state.json, dataset_info.json
     out_dir/data/{split}-{i:05d}-of-{n:05d}.parquet                 Parquet shards for the Hub
 
-One row per scene; :data:`FEATURES` declares the columns (image bytes as ``datasets.Image``,
+One row per scene; :func:`features` declares the columns (image bytes as ``datasets.Image``,
 scene labels and provenance as strings, JSON-valued fields as JSON strings, and ``objects`` as
-a list of structs whose ``category`` is a ``ClassLabel`` over every taxonomy category, in the
-order of :func:`modomo.export.coco.category_names`). Only splits with at least one scene are
+a list of structs whose ``category`` is a ``ClassLabel`` over the export's classes,
+:class:`modomo.export.classes.ClassMap`). Only splits with at least one scene are
 written (``ds["test"]`` is absent when no scene went to test).
 
 Streaming, in one pass: :class:`HfWriter` takes scenes one at a time (like the COCO and YOLO
 writers, so one pass over the database can feed all three), encodes each row with
-``FEATURES.encode_example``, and every 100 rows (or about 32 MB) writes the batch to the
+``Features.encode_example``, and every 100 rows (or about 32 MB) writes the batch to the
 split's current Arrow shard with ``datasets``' own ``ArrowWriter`` (the writer
 ``Dataset.from_generator`` and ``save_to_disk`` use) and to its current Parquet shard with
 ``datasets``' ``ParquetWriter`` (the one ``Dataset.to_parquet`` uses), starting a new shard when
@@ -39,6 +39,7 @@ directory (nothing is written to ``~/.cache``). The tests check that ``load_from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -55,68 +56,72 @@ from datasets.utils.py_utils import asdict as hf_asdict
 from datasets.utils.py_utils import convert_file_size_to_int
 from pycocotools import mask as mask_utils
 
+from modomo.export.classes import ClassMap
 from modomo.export.coco import (
     _check_split,
-    category_index,
-    category_names,
     normalise_rle,
     prepare_dirs,
 )
 from modomo.export.records import SPLITS, ExportObject, ExportScene
 
-__all__ = ["FEATURES", "HfWriter", "push_to_hub", "scene_row", "write_hf"]
+__all__ = ["HfWriter", "features", "push_to_hub", "scene_row", "write_hf"]
 
-FEATURES = Features(
-    {
-        "image": datasets.Image(),
-        "scene_id": Value("string"),
-        "file_name": Value("string"),
-        "width": Value("int32"),
-        "height": Value("int32"),
-        "room_type": Value("string"),
-        "style": Value("string"),
-        "scene_type": Value("string"),
-        "colors": Value("string"),
-        "depth_unit": Value("string"),
-        "depth_min": Value("float32"),
-        "depth_max": Value("float32"),
-        "source": Value("string"),
-        "source_key": Value("string"),
-        "image_url": Value("string"),
-        "licence": Value("string"),
-        "models": Value("string"),
-        "objects": [
-            {
-                "id": Value("string"),
-                "bbox": Sequence(Value("float32"), length=4),
-                "category": ClassLabel(names=list(category_names())),
-                "taxonomy_group": Value("string"),
-                "confidence": Value("float32"),
-                "mask_rle": Value("string"),
-                "mask_size": Sequence(Value("int32"), length=2),
-                "area": Value("int64"),
-                "depth_median": Value("float32"),
-            }
-        ],
-    }
-)
-"""The columns of every split.
 
-* ``image``: the stored image's bytes (``datasets.Image``: decodes to a PIL image), its
-  ``path`` is the export ``file_name``; ``width`` / ``height`` in pixels.
-* ``room_type`` / ``style`` / ``scene_type``: labels (``unknown`` where CLIP abstained) or null.
-* ``colors``: the scene palette as a JSON string, or null; ``models``: ``{role: name@version}``
-  as a JSON string.
-* ``depth_unit`` / ``depth_min`` / ``depth_max``: the depth map's unit and range, or null.
-* ``source`` / ``source_key`` / ``image_url`` / ``licence``: provenance.
-* ``objects``: list of ``id`` (uuid), ``bbox`` (``[x, y, w, h]`` pixels, float32),
-  ``category`` (``ClassLabel``: ``features["objects"].feature["category"].int2str(i)``),
-  ``taxonomy_group``, ``confidence`` (0–1), ``mask_rle`` (COCO compressed RLE counts string,
-  or null) with ``mask_size`` (``[height, width]``, or null): ``{"size": mask_size,
-  "counts": mask_rle}`` decodes with ``pycocotools.mask.decode`` (counts encoded to bytes) or
-  :func:`modomo.analysis.masks.decode_rle`; ``area`` (mask pixel count, null without a mask);
-  ``depth_median`` (in ``depth_unit``, or null).
-"""
+@functools.lru_cache(maxsize=8)
+def features(classes: ClassMap) -> Features:
+    """The columns of every split, with ``objects.category`` a ``ClassLabel`` over ``classes``.
+
+    * ``image``: the stored image's bytes (``datasets.Image``: decodes to a PIL image), its
+      ``path`` is the export ``file_name``; ``width`` / ``height`` in pixels.
+    * ``room_type`` / ``style`` / ``scene_type``: labels (``unknown`` where CLIP abstained)
+      or null.
+    * ``colors``: the scene palette as a JSON string, or null; ``models``:
+      ``{role: name@version}`` as a JSON string.
+    * ``depth_unit`` / ``depth_min`` / ``depth_max``: the depth map's unit and range, or null.
+    * ``source`` / ``source_key`` / ``image_url`` / ``licence``: provenance.
+    * ``objects``: list of ``id`` (uuid), ``bbox`` (``[x, y, w, h]`` pixels, float32),
+      ``category`` (``ClassLabel``: ``features["objects"].feature["category"].int2str(i)``),
+      ``taxonomy_group``, ``confidence`` (0–1), ``mask_rle`` (COCO compressed RLE counts
+      string, or null) with ``mask_size`` (``[height, width]``, or null): ``{"size":
+      mask_size, "counts": mask_rle}`` decodes with ``pycocotools.mask.decode`` (counts
+      encoded to bytes) or :func:`modomo.analysis.masks.decode_rle`; ``area`` (mask pixel
+      count, null without a mask); ``depth_median`` (in ``depth_unit``, or null).
+    """
+    return Features(
+        {
+            "image": datasets.Image(),
+            "scene_id": Value("string"),
+            "file_name": Value("string"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "room_type": Value("string"),
+            "style": Value("string"),
+            "scene_type": Value("string"),
+            "colors": Value("string"),
+            "depth_unit": Value("string"),
+            "depth_min": Value("float32"),
+            "depth_max": Value("float32"),
+            "source": Value("string"),
+            "source_key": Value("string"),
+            "image_url": Value("string"),
+            "licence": Value("string"),
+            "models": Value("string"),
+            "objects": [
+                {
+                    "id": Value("string"),
+                    "bbox": Sequence(Value("float32"), length=4),
+                    "category": ClassLabel(names=list(classes.names)),
+                    "taxonomy_group": Value("string"),
+                    "confidence": Value("float32"),
+                    "mask_rle": Value("string"),
+                    "mask_size": Sequence(Value("int32"), length=2),
+                    "area": Value("int64"),
+                    "depth_median": Value("float32"),
+                }
+            ],
+        }
+    )
+
 
 # Rows are buffered per split and written as one Arrow record batch / Parquet row group at
 # 100 rows (the Hub's recommended row group size for image datasets) or about this many bytes
@@ -135,8 +140,8 @@ def _json_or_none(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-def _object_row(obj: ExportObject, height: int, width: int) -> dict[str, Any]:
-    category_index(obj.category)  # raises ValueError for a category outside the taxonomy
+def _object_row(obj: ExportObject, height: int, width: int, classes: ClassMap) -> dict[str, Any]:
+    classes.index(obj.category)  # raises ValueError for a category outside the export's classes
     if len(obj.bbox) != 4:
         raise ValueError(f"object {obj.id}: bbox must be [x, y, w, h], got {obj.bbox!r}")
     row: dict[str, Any] = {
@@ -159,11 +164,11 @@ def _object_row(obj: ExportObject, height: int, width: int) -> dict[str, Any]:
     return row
 
 
-def scene_row(scene: ExportScene, image: bytes) -> dict[str, Any]:
-    """One scene as a row of :data:`FEATURES` (not yet encoded).
+def scene_row(scene: ExportScene, image: bytes, classes: ClassMap) -> dict[str, Any]:
+    """One scene as a row of :func:`features` (not yet encoded).
 
     Raises:
-        ValueError: a category outside the taxonomy, a mask whose size is not the image's.
+        ValueError: a category outside ``classes``, a mask whose size is not the image's.
     """
     depth = scene.depth_info or {}
     height, width = int(scene.height), int(scene.width)
@@ -185,7 +190,7 @@ def scene_row(scene: ExportScene, image: bytes) -> dict[str, Any]:
         "image_url": scene.image_url,
         "licence": scene.licence,
         "models": _json_or_none(scene.models),
-        "objects": [_object_row(obj, height, width) for obj in scene.objects],
+        "objects": [_object_row(obj, height, width, classes) for obj in scene.objects],
     }
 
 
@@ -199,8 +204,10 @@ class _Shards:
         name: Callable[[int, int], str],
         max_bytes: int,
         tag: str,
+        features: Features,
     ) -> None:
         self.writer_class = writer_class
+        self.features = features
         self.tag = tag
         self.directory = directory
         self.name = name
@@ -216,7 +223,7 @@ class _Shards:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f".{self.tag}-{len(self.paths):05d}.part"
             self.paths.append(path)
-            self.writer = self.writer_class(features=FEATURES, path=str(path))
+            self.writer = self.writer_class(features=self.features, path=str(path))
             self.shard_bytes = 0
         self.writer.write_table(table)
         self.shard_bytes += table.nbytes
@@ -247,13 +254,15 @@ class _Shards:
 class _Split:
     """One split's pending rows and its two shard streams (saved-dataset Arrow, Parquet)."""
 
-    def __init__(self, out_dir: Path, split: str, max_bytes: int) -> None:
+    def __init__(self, out_dir: Path, split: str, max_bytes: int, features: Features) -> None:
+        self.features = features
         self.arrow = _Shards(
             ArrowWriter,
             out_dir / "dataset" / split,
             lambda i, n: f"data-{i:05d}-of-{n:05d}.arrow",
             max_bytes,
             split,
+            features,
         )
         self.parquet = _Shards(
             ParquetWriter,
@@ -261,6 +270,7 @@ class _Split:
             lambda i, n: f"{split}-{i:05d}-of-{n:05d}.parquet",
             max_bytes,
             split,
+            features,
         )
         self.pending: list[dict[str, Any]] = []
         self.pending_bytes = 0
@@ -280,7 +290,7 @@ class _Split:
     def flush(self) -> None:
         if not self.pending:
             return
-        table = pa.Table.from_pylist(self.pending, schema=FEATURES.arrow_schema)
+        table = pa.Table.from_pylist(self.pending, schema=self.features.arrow_schema)
         self.pending = []
         self.pending_bytes = 0
         self.arrow.write(table)
@@ -302,6 +312,7 @@ class HfWriter:
         overwrite: remove ``out_dir/dataset`` and ``out_dir/data`` when they hold an earlier
             export (stale shards would be read with the new ones); by default such folders
             are refused.
+        classes: the ``ClassLabel``'s categories (default: every taxonomy category).
 
     Raises:
         ValueError: an unreadable ``max_shard_size``.
@@ -310,9 +321,16 @@ class HfWriter:
     """
 
     def __init__(
-        self, out_dir: Path, *, max_shard_size: str | int = "500MB", overwrite: bool = False
+        self,
+        out_dir: Path,
+        *,
+        max_shard_size: str | int = "500MB",
+        overwrite: bool = False,
+        classes: ClassMap | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
+        self.classes = classes or ClassMap.taxonomy()
+        self.features = features(self.classes)
         try:
             max_bytes = convert_file_size_to_int(max_shard_size)
         except (TypeError, ValueError) as exc:
@@ -345,10 +363,12 @@ class HfWriter:
         image = scene.read_image()
         if not image:
             raise ValueError(f"scene {scene.id}: read_image returned no bytes")
-        example = FEATURES.encode_example(scene_row(scene, image))
+        example = self.features.encode_example(scene_row(scene, image, self.classes))
         split = self._splits.get(scene.split)
         if split is None:
-            split = self._splits[scene.split] = _Split(self.out_dir, scene.split, self._max_bytes)
+            split = self._splits[scene.split] = _Split(
+                self.out_dir, scene.split, self._max_bytes, self.features
+            )
         row_bytes = len(image) + sum(
             _OBJECT_BYTES + len(obj["mask_rle"] or "") for obj in example["objects"]
         )
@@ -384,7 +404,7 @@ class HfWriter:
                 state.flush()
                 arrow_names = state.arrow.finish()
                 state.parquet.finish()
-                _write_saved_split_metadata(saved / split, split, arrow_names)
+                _write_saved_split_metadata(saved / split, split, arrow_names, self.features)
             (saved / "dataset_dict.json").write_text(
                 json.dumps({"splits": written}), encoding="utf-8"
             )
@@ -427,12 +447,14 @@ class HfWriter:
             self.abort()
 
 
-def _write_saved_split_metadata(directory: Path, split: str, arrow_names: list[str]) -> None:
+def _write_saved_split_metadata(
+    directory: Path, split: str, arrow_names: list[str], features: Features
+) -> None:
     """``state.json`` and ``dataset_info.json`` of one split, as ``Dataset.save_to_disk`` writes.
 
     The state names the Arrow shards in order and uses ``datasets``' default (unformatted)
     format; the fingerprint is a hash of the shards' names and sizes. The info is
-    ``datasets.DatasetInfo(features=FEATURES)`` serialised with ``datasets``' own ``asdict``.
+    ``datasets.DatasetInfo(features=features)`` serialised with ``datasets``' own ``asdict``.
     """
     digest = hashlib.sha256(split.encode())
     for name in arrow_names:
@@ -449,7 +471,7 @@ def _write_saved_split_metadata(directory: Path, split: str, arrow_names: list[s
     (directory / "state.json").write_text(
         json.dumps(state, indent=2, sort_keys=True), encoding="utf-8"
     )
-    info = hf_asdict(DatasetInfo(features=FEATURES))
+    info = hf_asdict(DatasetInfo(features=features))
     (directory / "dataset_info.json").write_text(
         json.dumps({key: info[key] for key in sorted(info)}, indent=2), encoding="utf-8"
     )
@@ -461,6 +483,7 @@ def write_hf(
     *,
     max_shard_size: str | int = "500MB",
     overwrite: bool = False,
+    classes: ClassMap | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write scenes as a Hugging Face dataset in one pass (an :class:`HfWriter` fed by a loop).
 
@@ -471,6 +494,7 @@ def write_hf(
         max_shard_size: largest Arrow / Parquet shard (``"500MB"``, or bytes).
         overwrite: replace an earlier export's ``dataset/`` and ``data/`` (see
             :class:`HfWriter`).
+        classes: the ``ClassLabel``'s categories (default: every taxonomy category).
 
     Returns:
         ``{split: {"images": n, "annotations": m}}`` for every split.
@@ -480,7 +504,9 @@ def write_hf(
         FileExistsError: see :class:`HfWriter`.
     """
     iterable = scenes() if callable(scenes) else scenes
-    with HfWriter(out_dir, max_shard_size=max_shard_size, overwrite=overwrite) as writer:
+    with HfWriter(
+        out_dir, max_shard_size=max_shard_size, overwrite=overwrite, classes=classes
+    ) as writer:
         for scene in iterable:
             writer.add(scene)
     return writer.close()

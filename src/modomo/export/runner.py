@@ -1,5 +1,12 @@
 """Exporting a dataset: choose the scenes, split them, stream them to a format writer, and
-write ``manifest.json`` (and a dataset card).
+write ``manifest.json``, ``classes.json`` and a dataset card.
+
+What leaves the machine is what a dataset user needs, no more: images are written upright
+(:func:`modomo.export.upright.upright_image`), class ids are compact
+(:class:`modomo.export.classes.ClassMap`), and no absolute local path is written unless asked
+for (``include_paths``): local source keys become ``file:<sha256 prefix>/<file name>`` and
+model weights named by a local path are named by their folder or file name. Model licences
+come from the weights' own metadata (:mod:`modomo.models.licences`).
 
 Scenes are read from the database in chunks ordered by id (keyset pagination), each chunk's
 objects in one query, and images are read from the artifact store one scene at a time as the
@@ -22,32 +29,29 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, select
 
 from modomo.artifacts import artifact_store
+from modomo.config import get_settings
 from modomo.db.models import DetectedObject, ItemStatus, JobScene, Scene, SceneStatus, utcnow
 from modomo.db.session import session_scope
 from modomo.duplicates import canonical_only
+from modomo.export.classes import ClassMap
 from modomo.export.records import SPLITS, ExportObject, ExportScene
 from modomo.export.splits import Splitter
+from modomo.export.upright import upright_image
+from modomo.models.licences import model_licence
 from modomo.models.weights import ROLES
 
-__all__ = ["FORMATS", "MODEL_LICENCES", "ExportOptions", "chosen_scene_ids", "run_export"]
+__all__ = [
+    "FORMATS",
+    "ExportOptions",
+    "chosen_scene_ids",
+    "portable_key",
+    "portable_label",
+    "run_export",
+]
 
 FORMATS = ("coco", "yolo", "hf")
 CHUNK = 500
 """Scenes per database round trip."""
-
-MODEL_LICENCES: dict[str, str] = {
-    "grounding-dino": "Apache-2.0 (Grounding DINO)",
-    "owlv2": "Apache-2.0 (OWLv2)",
-    "yoloe": "AGPL-3.0 (Ultralytics YOLOE)",
-    "yolo": "AGPL-3.0 (Ultralytics YOLO)",
-    "sam2": "Apache-2.0 (SAM 2.1)",
-    "depth-anything-v2-small": "Apache-2.0 (Depth Anything V2 Small)",
-    "depth-anything": "CC-BY-NC-4.0 (Depth Anything V2 Base/Large; Small is Apache-2.0)",
-    "zoedepth": "MIT (ZoeDepth)",
-    "clip": "MIT (OpenAI CLIP)",
-}
-"""Licences of the default models, by a substring of the weights' name (lower case); the
-first match wins, so the more specific names come first."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class ExportOptions:
         ratios: train / val / test shares, summing to 1.
         yolo_task: ``detect`` (boxes) or ``segment`` (polygons) labels for ``yolo``.
         name: the dataset's name in its card.
+        classes: ``used`` (the categories that occur, compact ids), ``taxonomy`` (every
+            category), the path of a class file, or the categories themselves in id order
+            (a tuple; :class:`~modomo.export.classes.ClassMap`).
+        include_paths: keep absolute local paths (source keys, model weights, YOLO's
+            ``data.yaml`` ``path``) in the export.
     """
 
     format: Literal["coco", "yolo", "hf"]
@@ -78,6 +87,8 @@ class ExportOptions:
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     yolo_task: Literal["detect", "segment"] = "detect"
     name: str = "modomo-interiors"
+    classes: str | tuple[str, ...] = "used"
+    include_paths: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,17 +151,77 @@ def _licence(meta: dict[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
-def model_licence(name: str) -> str:
-    """The licence of a model given its ``name@version`` label ("unknown" if not a default)."""
-    lowered = name.lower()
-    return next((text for key, text in MODEL_LICENCES.items() if key in lowered), "unknown")
+def portable_key(key: str) -> str:
+    """A source key without the machine's file layout: ``file:/abs/dir/a.jpg`` ->
+    ``file:<first 12 hex of its sha256>/a.jpg``; a Hugging Face key of a local dataset folder
+    (``hf:/abs/ds:train:3``) likewise; URLs and hub keys unchanged."""
+    if key.startswith("file:"):
+        path = key[len("file:") :]
+        return f"file:{_digest(key)}/{Path(path).name}"
+    if key.startswith("hf:/"):
+        name, split, index = key[len("hf:") :].rsplit(":", 2)
+        return f"hf:{_digest(name)}/{Path(name).name}:{split}:{index}"
+    return key
+
+
+def portable_label(label: str) -> str:
+    """A ``name@version`` model label with a local weights path reduced to its last part
+    (``/srv/models/sam2@local`` -> ``sam2@local``); hub ids and file names unchanged."""
+    name, at, version = label.rpartition("@")
+    if at and (name.startswith(("/", "~", ".")) or Path(name).is_absolute()):
+        return f"{Path(name).name}@{version}"
+    return label
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _class_map(options: ExportOptions) -> ClassMap:
+    """The export's classes (see :class:`ExportOptions`).
+
+    Raises:
+        ValueError: a bad class file, or a stored category outside the taxonomy.
+    """
+    if isinstance(options.classes, tuple):
+        return ClassMap(options.classes, "list")
+    if options.classes == "taxonomy":
+        return ClassMap.taxonomy()
+    if options.classes != "used":
+        return ClassMap.from_file(Path(options.classes))
+    chosen = select(Scene.id).where(*_conditions(options))
+    query = (
+        select(DetectedObject.category)
+        .where(
+            DetectedObject.scene_id.in_(chosen),
+            DetectedObject.confidence >= options.min_confidence,
+        )
+        .distinct()
+    )
+    with session_scope() as session:
+        return ClassMap.used(session.scalars(query))
 
 
 def iter_scenes(
-    options: ExportOptions, splitter: Splitter, seen_models: Counter[str]
+    options: ExportOptions,
+    splitter: Splitter,
+    seen_models: Counter[tuple[str, str]],
+    classes: ClassMap | None = None,
+    left_out: Counter[str] | None = None,
 ) -> Iterator[ExportScene]:
-    """The chosen scenes as :class:`ExportScene` records with their split, in id order."""
+    """The chosen scenes as :class:`ExportScene` records with their split, in id order.
+
+    Args:
+        options: what to export.
+        splitter: the frozen split assignment.
+        seen_models: counts ``(role, name@version)`` of the models of the scenes yielded
+            (labels as stored, local paths included, to find their licences).
+        classes: objects of other categories are left out (and counted in ``left_out`` by
+            category); None keeps all.
+        left_out: see ``classes``.
+    """
     store = artifact_store()
+    portable = (lambda value: value) if options.include_paths else portable_label
     for rows in _pages(select(Scene).where(*_conditions(options))):
         scenes = [row[0] for row in rows]
         objects: dict[uuid.UUID, list[ExportObject]] = {s.id: [] for s in scenes}
@@ -161,6 +232,10 @@ def iter_scenes(
                 DetectedObject.confidence >= options.min_confidence,
             )
             for obj in session.scalars(query.order_by(DetectedObject.scene_id, DetectedObject.id)):
+                if classes is not None and obj.category not in classes:
+                    if left_out is not None:
+                        left_out[obj.category] += 1
+                    continue
                 objects[obj.scene_id].append(
                     ExportObject(
                         id=str(obj.id),
@@ -186,7 +261,7 @@ def iter_scenes(
                 labels["depth"] = scene.depth_model
             if scene.embedding_model:
                 labels["clip"] = scene.embedding_model
-            seen_models.update(labels.values())
+            seen_models.update(labels.items())
             key = scene.image_key
             assert key is not None  # the query asks for stored images only
             yield ExportScene(
@@ -196,7 +271,9 @@ def iter_scenes(
                 width=scene.width or 0,
                 height=scene.height or 0,
                 source=scene.source,
-                source_key=scene.source_key,
+                source_key=(
+                    scene.source_key if options.include_paths else portable_key(scene.source_key)
+                ),
                 image_url=scene.image_url,
                 licence=_licence(scene.meta),
                 room_type=scene.room_type,
@@ -204,9 +281,9 @@ def iter_scenes(
                 scene_type=scene.scene_type,
                 colors=scene.colors,
                 depth_info=scene.depth_info,
-                models=labels,
+                models={role: portable(label) for role, label in labels.items()},
                 objects=objects[scene.id],
-                read_image=lambda key=key: store.get_bytes(key),  # type: ignore[misc]
+                read_image=lambda key=key: upright_image(store.get_bytes(key)),  # type: ignore[misc]
             )
 
 
@@ -227,7 +304,9 @@ class _Tally:
         self.objects: Counter[str] = Counter()
         self.classes: Counter[str] = Counter()
         self.room_types: Counter[str] = Counter()
-        self.models: Counter[str] = Counter()
+        self.models: Counter[tuple[str, str]] = Counter()
+        self.left_out: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
 
     def count(self, scenes: Iterator[ExportScene]) -> Iterator[ExportScene]:
         for scene in scenes:
@@ -235,6 +314,7 @@ class _Tally:
             self.objects[scene.split] += len(scene.objects)
             self.classes.update(o.category for o in scene.objects)
             self.room_types[scene.room_type or "unknown"] += 1
+            self.sources[scene.source] += 1
             yield scene
 
 
@@ -289,26 +369,27 @@ def run_export(
 
     Returns:
         The manifest (also written as ``out_dir/manifest.json``): counts per split, class
-        histogram, options, model versions with licences, the number of files, and
-        ``checksum``: the sha256 of ``checksums.sha256``, which lists every file's sha256
-        (``sha256sum -c checksums.sha256`` checks an export).
+        histogram, the classes in id order (also ``classes.json``) and the objects left out
+        by a class file, options, models (role, ``name@version``, licence), the number of
+        files, and ``checksum``: the sha256 of ``checksums.sha256``, which lists every file's
+        sha256 (``sha256sum -c checksums.sha256`` checks an export).
 
     Raises:
-        ValueError: an unknown format or bad split ratios.
+        ValueError: an unknown format, bad split ratios or a bad class file.
         FileNotFoundError: a scene's stored image is missing.
     """
     from modomo.export.card import dataset_card
 
     if options.format not in FORMATS:
         raise ValueError(f"unknown export format {options.format!r}; expected one of {FORMATS}")
+    classes = _class_map(options)
     out_dir.mkdir(parents=True, exist_ok=True)
     splitter = _splitter(options)
     tally = _Tally()
 
     def scenes() -> Iterator[ExportScene]:
-        for position, scene in enumerate(
-            tally.count(iter_scenes(options, splitter, tally.models)), 1
-        ):
+        chosen = iter_scenes(options, splitter, tally.models, classes, tally.left_out)
+        for position, scene in enumerate(tally.count(chosen), 1):
             if progress is not None:
                 progress(position)
             yield scene
@@ -317,20 +398,41 @@ def run_export(
     if options.format == "coco":
         from modomo.export.coco import CocoWriter
 
-        writer = CocoWriter(out_dir, overwrite=True)
+        writer = CocoWriter(out_dir, overwrite=True, classes=classes)
     elif options.format == "yolo":
         from modomo.export.yolo import YoloWriter
 
-        writer = YoloWriter(out_dir, task=options.yolo_task, overwrite=True)
+        writer = YoloWriter(
+            out_dir,
+            task=options.yolo_task,
+            overwrite=True,
+            classes=classes,
+            include_path=options.include_paths,
+        )
     else:
         from modomo.export.hf import HfWriter
 
-        writer = HfWriter(out_dir, overwrite=True)
+        writer = HfWriter(out_dir, overwrite=True, classes=classes)
     for scene in scenes():
         writer.add(scene)
     written = writer.close()
 
-    models = {name: model_licence(name) for name in sorted(tally.models)}
+    model_dir = get_settings().model_dir
+    models = [
+        {
+            "role": role,
+            "model": label if options.include_paths else portable_label(label),
+            "licence": model_licence(label, model_dir),
+        }
+        for role, label in sorted(tally.models)
+    ]
+    by_role: dict[str, list[dict[str, str]]] = {}
+    for model in models:
+        by_role.setdefault(model["role"], []).append(model)
+    shown = options.to_json()
+    if not options.include_paths and isinstance(options.classes, str):
+        shown["classes"] = classes.how  # a class file by its name only
+    (out_dir / "classes.json").write_text(json.dumps(classes.to_json(), indent=2), "utf-8")
     counts = {
         split: {"scenes": tally.scenes[split], "objects": tally.objects[split]} for split in SPLITS
     }
@@ -339,21 +441,28 @@ def run_export(
         counts=counts,
         class_histogram=dict(tally.classes.most_common()),
         room_types=dict(tally.room_types.most_common()),
-        models={name: name for name in models},
-        licences=models,
-        options=options.to_json(),
+        models={role: ", ".join(m["model"] for m in group) for role, group in by_role.items()},
+        licences={
+            role: "; ".join(dict.fromkeys(m["licence"] for m in group))
+            for role, group in by_role.items()
+        },
+        options=shown,
         formats=options.format,
+        sources=dict(tally.sources.most_common()),
+        classes=classes,
     )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     checksum, files = _write_checksums(out_dir)
     manifest = {
         "format": options.format,
         "created_at": utcnow().isoformat(),
-        "options": options.to_json(),
+        "options": shown,
         "counts": counts,
         "total": {"scenes": sum(tally.scenes.values()), "objects": sum(tally.objects.values())},
         "written": written,
         "class_histogram": dict(tally.classes.most_common()),
+        "classes": classes.to_json(),
+        "left_out_objects": dict(tally.left_out.most_common()),
         "room_types": dict(tally.room_types.most_common()),
         "models": models,
         "files": files,

@@ -4,9 +4,14 @@ Formats: Ultralytics' detection format (https://docs.ultralytics.com/datasets/de
 segmentation format (https://docs.ultralytics.com/datasets/segment/). Layout written by
 :class:`YoloWriter`::
 
-    out_dir/data.yaml                   path, train/val/test image folders, class names
+    out_dir/data.yaml                   train/val/test image folders, class names
     out_dir/images/{split}/{stem}.{ext} the scene's image bytes
     out_dir/labels/{split}/{stem}.txt   one line per object (empty file: background image)
+    out_dir/provenance.jsonl            per image: scene id, source, source key, URL, licence
+
+``data.yaml`` has no ``path`` unless asked for (``include_path``): Ultralytics then takes the
+folder of ``data.yaml`` itself as the dataset root, so the export can be moved and holds no
+absolute local path.
 
 Ultralytics finds a label file by replacing ``/images/`` with ``/labels/`` in the image's path
 and its extension with ``.txt``. Label lines, all coordinates normalised to 0–1 by the image's
@@ -32,13 +37,14 @@ part 1 and then part 0. Modomo implements this itself (:func:`join_parts`) inste
 Ultralytics': importing ``ultralytics.data.converter`` loads PyTorch (seconds, and Ultralytics
 is only in the optional ``ai`` extra), and the converter's function is AGPL-licensed.
 
-Class ids are ``0..N-1`` over *every* taxonomy category in the taxonomy's order
-(:func:`modomo.export.coco.category_names`; COCO category id - 1), so ids are the same in
-every export. Files are written as scenes arrive; only per-split counters stay in memory.
+Class ids are ``0..N-1`` over the export's classes (:class:`modomo.export.classes.ClassMap`;
+COCO category id - 1). Files are written as scenes arrive; only per-split counters stay in
+memory.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -50,11 +56,10 @@ import yaml
 from scipy.spatial import cKDTree
 
 from modomo.analysis.masks import decode_rle
+from modomo.export.classes import ClassMap
 from modomo.export.coco import (
     _check_file_name,
     _check_split,
-    category_index,
-    category_names,
     normalise_rle,
     prepare_dirs,
     write_image,
@@ -150,6 +155,8 @@ class YoloWriter:
         overwrite: remove ``out_dir/images`` and ``out_dir/labels`` when they hold an earlier
             export (stale images and labels would otherwise be trained on); by default such
             folders are refused.
+        classes: the class ids (default: every taxonomy category).
+        include_path: write the absolute ``out_dir`` as ``data.yaml``'s ``path``.
 
     Raises:
         ValueError: unknown task.
@@ -163,17 +170,22 @@ class YoloWriter:
         *,
         task: Literal["detect", "segment"] = "detect",
         overwrite: bool = False,
+        classes: ClassMap | None = None,
+        include_path: bool = False,
     ) -> None:
         if task not in ("detect", "segment"):
             raise ValueError(f"task must be 'detect' or 'segment', got {task!r}")
         self.out_dir = Path(out_dir)
         self.task = task
+        self.classes = classes or ClassMap.taxonomy()
+        self.include_path = include_path
         prepare_dirs([self.out_dir / "images", self.out_dir / "labels"], overwrite=overwrite)
         for split in SPLITS:
             (self.out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
             (self.out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
         self._counts = {split: {"images": 0, "annotations": 0} for split in SPLITS}
         self._closed = False
+        self._provenance = open(self.out_dir / "provenance.jsonl", "w", encoding="utf-8")  # noqa: SIM115
 
     def add(self, scene: ExportScene) -> None:
         """Write one scene's image (``scene.read_image()``, read once) and its label file.
@@ -194,11 +206,21 @@ class YoloWriter:
         label = self.out_dir / "labels" / scene.split / (Path(scene.file_name).stem + ".txt")
         with open(label, "x", encoding="utf-8") as handle:  # two images with one stem: refuse
             handle.write("".join(line + "\n" for line in lines))
+        record = {
+            "file": f"images/{scene.split}/{scene.file_name}",
+            "scene_id": scene.id,
+            "source": scene.source,
+            "source_key": scene.source_key,
+            "image_url": scene.image_url,
+            "licence": scene.licence,
+            "models": scene.models,
+        }
+        self._provenance.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._counts[scene.split]["images"] += 1
         self._counts[scene.split]["annotations"] += len(lines)
 
     def _line(self, obj: ExportObject, width: int, height: int) -> str:
-        class_id = category_index(obj.category)
+        class_id = self.classes.index(obj.category)
         x1, y1, x2, y2 = _clipped_box(obj, width, height)
         scale = np.array([width, height], dtype=np.float64)
         if self.task == "detect":
@@ -216,19 +238,20 @@ class YoloWriter:
     def close(self) -> dict[str, dict[str, int]]:
         """Write ``data.yaml`` and return the counts; calling it again returns them again.
 
-        ``data.yaml`` holds ``path`` (the absolute ``out_dir``), ``train``/``val``/``test``
-        (``images/{split}``, listed even when a split is empty) and ``names``
-        (``{0: "sofa", ...}``, every taxonomy category).
+        ``data.yaml`` holds ``train``/``val``/``test`` (``images/{split}``, listed even when a
+        split is empty), ``names`` (``{0: "sofa", ...}``, the export's classes) and, with
+        ``include_path``, ``path`` (the absolute ``out_dir``).
 
         Returns:
             ``{split: {"images": n, "annotations": m}}`` for every split (m = label lines).
         """
         if not self._closed:
-            data = {
-                "path": str(self.out_dir.resolve()),
-                **{split: f"images/{split}" for split in SPLITS},
-                "names": dict(enumerate(category_names())),
-            }
+            self._provenance.close()
+            data: dict[str, object] = (
+                {"path": str(self.out_dir.resolve())} if self.include_path else {}
+            )
+            data |= {split: f"images/{split}" for split in SPLITS}
+            data["names"] = dict(enumerate(self.classes.names))
             partial = self.out_dir / "data.yaml.tmp"
             partial.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
             partial.replace(self.out_dir / "data.yaml")
@@ -246,3 +269,5 @@ class YoloWriter:
     ) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self._provenance.close()

@@ -24,7 +24,9 @@ ROLES: dict[str, str] = {
 }
 """Model roles and where their weights come from."""
 
-HF_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+HF_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]
+"""What a pull fetches of a hub repository: configs, weights, tokenizers and the model card
+(its licence, :mod:`modomo.models.licences`)."""
 
 
 class MissingWeightsError(RuntimeError):

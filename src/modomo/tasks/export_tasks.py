@@ -62,6 +62,8 @@ def run_export_job(self: Task, job_id: str, options: dict[str, Any]) -> dict[str
     values = dict(options)
     if values.get("job_id"):
         values["job_id"] = uuid.UUID(str(values["job_id"]))
+    if isinstance(values.get("classes"), list):
+        values["classes"] = tuple(values["classes"])
     for name in ("room_types", "styles", "sources", "scene_types", "ratios"):
         if name in values and values[name] is not None:
             values[name] = tuple(values[name])
