@@ -94,6 +94,7 @@ def sideways(tmp_path_factory: pytest.TempPathFactory) -> dict:
     inputs, drawn = [], {}
     for orientation in range(1, 9):
         rgb, objects = _upright(orientation)
+        rgb[0, :16] = np.frombuffer(uuid.uuid4().bytes, np.uint8)[:, None]  # a new image
         path = folder / f"room-{uuid.uuid4().hex[:6]}-o{orientation}.jpg"
         path.write_bytes(_stored_jpeg(rgb, orientation))
         drawn[str(path)] = objects

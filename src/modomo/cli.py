@@ -51,6 +51,11 @@ schedules_app = typer.Typer(
     help="Recurring jobs (cron), fired by `modomo beat`.", no_args_is_help=True
 )
 app.add_typer(schedules_app, name="schedules")
+annotations_app = typer.Typer(
+    help="People's reviewed labels (Label Studio, COCO) back into the catalogue.",
+    no_args_is_help=True,
+)
+app.add_typer(annotations_app, name="annotations")
 
 # Job options shared by the job-creating commands (see modomo.jobs.scheduling).
 PriorityOption = Annotated[
@@ -910,7 +915,11 @@ def _filters(values: list[str]) -> dict[str, tuple[str, ...]]:
 @app.command()
 def export(
     export_format: Annotated[
-        str, typer.Option("--format", help="coco, yolo or hf (Hugging Face datasets).")
+        str,
+        typer.Option(
+            "--format",
+            help="coco, yolo, hf (Hugging Face datasets) or label-studio (tasks to review).",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     job: Annotated[str | None, typer.Option("--job", help="Only this job's scenes.")] = None,
@@ -954,8 +963,16 @@ def export(
             help="Keep absolute local paths (source keys, weights, data.yaml path).",
         ),
     ] = False,
+    image_url_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="label-studio: prefix of the tasks' image URLs (default: Label Studio's "
+            "local file serving, /data/local-files/?d=images/)."
+        ),
+    ] = None,
 ) -> None:
-    """Export scenes as a dataset: COCO instance segmentation, YOLO, or Hugging Face."""
+    """Export scenes as a dataset (COCO instance segmentation, YOLO, Hugging Face) or as
+    Label Studio tasks for review."""
     from modomo.console import console, progress_bar
     from modomo.export import FORMATS, ExportOptions, run_export
 
@@ -991,6 +1008,7 @@ def export(
         name=name,
         classes=str(Path(classes).resolve()) if classes not in ("used", "taxonomy") else classes,
         include_paths=include_paths,
+        image_url_prefix=image_url_prefix,
         **_filters(filters or []),  # type: ignore[arg-type]
     )
     try:
@@ -1019,6 +1037,36 @@ def export(
         assert settings.hf_token is not None
         push(out, push_to_hub, settings.hf_token.get_secret_value())
         console.print(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+
+
+@annotations_app.command("import")
+def annotations_import(
+    file: Annotated[
+        Path, typer.Argument(help="A Label Studio JSON export, or a COCO instances file.")
+    ],
+) -> None:
+    """Store reviewed labels: each reviewed scene's objects are replaced by the people's
+    (source human), and later detection runs leave them alone."""
+    from modomo.annotations import import_reviews, read_reviews
+    from modomo.console import console
+
+    settings = get_settings()
+    try:
+        reviews, unreviewed = read_reviews(file)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _ensure_database(settings)
+    report = import_reviews(reviews)
+    report.unreviewed = unreviewed
+    console.print(f"reviewed scenes imported: {report.scenes} ({report.objects} objects)")
+    console.print(f"tasks without an annotation (left alone): {report.unreviewed}")
+    if report.refused:
+        table = Table("review", "refused because", title=f"{len(report.refused)} refused")
+        for ref, reason in report.refused[:50]:
+            table.add_row(ref, reason)
+        console.print(table)
+    if report.refused and not report.scenes:
+        raise typer.Exit(1)
 
 
 @app.command("eval")

@@ -198,9 +198,10 @@ _Label = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+
 
 
 class ExportRequest(JobOptions):
-    """Export scenes as a dataset (COCO, YOLO or Hugging Face), zipped for download."""
+    """Export scenes as a dataset (COCO, YOLO or Hugging Face) or as Label Studio tasks,
+    zipped for download."""
 
-    format: Literal["coco", "yolo", "hf"]
+    format: Literal["coco", "yolo", "hf", "label-studio"]
     job_id: uuid.UUID | None = Field(default=None, description="Only this job's scenes.")
     room_types: Annotated[list[_Label], Field(max_length=32)] = []
     styles: Annotated[list[_Label], Field(max_length=32)] = []

@@ -237,6 +237,9 @@ class Scene(Base):
     )
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # when people's labels replaced the model's (``modomo annotations import``): a later
+    # detection run no longer replaces this scene's objects
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -290,7 +293,9 @@ class DetectedObject(Base):
     corner, width, height). ``mask_rle`` is a COCO RLE (``{"size": [h, w], "counts": str}``,
     pycocotools' compressed form); ``mask_area`` its pixel count; ``mask_box_iou`` the IoU of
     the mask's bounding box with the detector's box that prompted it. Depth statistics are in
-    the unit of the scene's depth map (``scenes.depth_info.unit``).
+    the unit of the scene's depth map (``scenes.depth_info.unit``). ``source`` says who
+    labelled it: ``model`` (the pipeline) or ``human`` (a review imported by ``modomo
+    annotations import``).
     """
 
     __tablename__ = "detected_objects"
@@ -315,6 +320,7 @@ class DetectedObject(Base):
     colors: Mapped[dict[str, Any] | None] = mapped_column()
     # {"detector": "yolo11n.pt@8.4.190", "segmenter": ..., "depth": ...}
     models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
     embedding: Mapped[list[float] | None] = mapped_column(Embedding, deferred=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True

@@ -128,6 +128,19 @@ def _how_to_load(names: list[str], dirs: Mapping[str, str], first_split: str) ->
             "`data.yaml` has no `path`: Ultralytics takes its folder as the dataset root.",
             "",
         ]
+    if any(name.startswith("label-studio") for name in names):
+        lines += [
+            "With Label Studio (review the models' labels): create a project with "
+            "`label_config.xml` as its labelling config, import `tasks.json` (the models' "
+            "labels arrive as predictions), serve `images/` (local file serving with "
+            "`LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT` set to this folder), review, export the "
+            "project as JSON and bring the review back:",
+            "",
+            "```sh",
+            "modomo annotations import project-export.json",
+            "```",
+            "",
+        ]
     return lines
 
 
@@ -139,8 +152,10 @@ _PROVENANCE = {
     "`modomo_image_url` and, where the source stated a licence, `license` (an id into "
     "`licenses`); the model versions are in `manifest.json` (`models`).",
     "yolo": "YOLO: label files carry classes and geometry only; `provenance.jsonl` has one "
-    "line per image with `file`, `scene_id`, `source`, `source_key`, `image_url`, `licence` "
-    "and `models`.",
+    "line per image with `file`, `scene_id`, `source`, `source_key`, `image_url`, `licence`, "
+    "`models` and `reviewed`.",
+    "label-studio": "Label Studio: each task's `data` has `scene_id`, `source`, `source_key`, "
+    "`image_url` and `licence`; its prediction's `model_version` names the detector.",
 }
 
 
@@ -171,6 +186,7 @@ def dataset_card(
     sources: Mapping[str, int] | None = None,
     format_dirs: Mapping[str, str] | None = None,
     classes: ClassMap | None = None,
+    reviewed: tuple[int, int] = (0, 0),
 ) -> str:
     """The export's ``README.md``: YAML front matter for the Hub, then Markdown sections.
 
@@ -199,6 +215,8 @@ def dataset_card(
             the ``configs`` paths; default ``"."`` for each (the export's files next to the
             card, e.g. ``{"coco": "coco"}`` when the COCO files are in ``coco/``).
         classes: the export's class ids, listed in a "Class ids" section (none without).
+        reviewed: scenes and objects whose labels people reviewed (``modomo annotations
+            import``); the rest are the models' labels.
 
     Returns:
         The card's text (ends with a newline).
@@ -246,7 +264,15 @@ def dataset_card(
         + f" over {sum(1 for v in class_histogram.values() if v > 0)} object categories, "
         "split into train / validation / test deterministically by a hash of the scene id "
         "(see the export options). Boxes, masks, room type, style, colours and depth "
-        "statistics were produced automatically by the models listed below (no human review).",
+        "statistics were produced automatically by the models listed below"
+        + (
+            f"; the objects of {reviewed[0]:,} scenes ({reviewed[1]:,} objects) were reviewed "
+            "and corrected by people (`labelled_by: human`)."
+            if reviewed[0]
+            else " (no human review)."
+        ),
+        "",
+        f"Human-reviewed: {reviewed[0]:,} scenes, {reviewed[1]:,} objects.",
         "",
         "Formats in this export: " + (", ".join(f"`{f}`" for f in format_names) or "not stated"),
         "",

@@ -315,6 +315,7 @@ class CocoWriter:
                 "modomo_object_id": obj.id,
                 "modomo_confidence": float(obj.confidence),
                 "modomo_has_mask": obj.mask_rle is not None,
+                "modomo_labelled_by": obj.labelled_by,
             }
         )
         return annotation

@@ -85,7 +85,8 @@ def features(classes: ClassMap) -> Features:
       string, or null) with ``mask_size`` (``[height, width]``, or null): ``{"size":
       mask_size, "counts": mask_rle}`` decodes with ``pycocotools.mask.decode`` (counts
       encoded to bytes) or :func:`modomo.analysis.masks.decode_rle`; ``area`` (mask pixel
-      count, null without a mask); ``depth_median`` (in ``depth_unit``, or null).
+      count, null without a mask); ``depth_median`` (in ``depth_unit``, or null);
+      ``labelled_by`` (``model``, or ``human`` for a reviewed label).
     """
     return Features(
         {
@@ -117,6 +118,7 @@ def features(classes: ClassMap) -> Features:
                     "mask_size": Sequence(Value("int32"), length=2),
                     "area": Value("int64"),
                     "depth_median": Value("float32"),
+                    "labelled_by": Value("string"),
                 }
             ],
         }
@@ -154,6 +156,7 @@ def _object_row(obj: ExportObject, height: int, width: int, classes: ClassMap) -
         "mask_size": None,
         "area": None,
         "depth_median": obj.depth_median,
+        "labelled_by": obj.labelled_by,
     }
     if obj.mask_rle is not None:
         rle = normalise_rle(obj.mask_rle, height, width)

@@ -31,6 +31,8 @@ class ExportObject:
         mask_area: the mask's pixel count, or None without a mask.
         depth_median / depth_min / depth_max: depth over the mask, in the scene's depth unit.
         colors: the object's palette JSON, or None.
+        labelled_by: ``model`` or ``human`` (a reviewed label, ``modomo annotations
+            import``).
     """
 
     id: str
@@ -44,6 +46,7 @@ class ExportObject:
     depth_min: float | None = None
     depth_max: float | None = None
     colors: dict[str, Any] | None = None
+    labelled_by: str = "model"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ExportScene:
         depth_info: ``{"unit", "min", "max", ...}`` of the depth map, or None.
         models: ``{role: name@version}`` of the models that produced the labels.
         objects: the scene's detected objects.
+        reviewed: its labels were reviewed by people (its objects are theirs).
         read_image: returns the stored image bytes (read lazily, once per writer call).
     """
 
@@ -81,4 +85,5 @@ class ExportScene:
     depth_info: dict[str, Any] | None
     models: dict[str, str]
     objects: list[ExportObject] = field(default_factory=list)
+    reviewed: bool = False
     read_image: Callable[[], bytes] = field(default=lambda: b"", repr=False, compare=False)

@@ -49,7 +49,7 @@ __all__ = [
     "run_export",
 ]
 
-FORMATS = ("coco", "yolo", "hf")
+FORMATS = ("coco", "yolo", "hf", "label-studio")
 CHUNK = 500
 """Scenes per database round trip."""
 
@@ -59,7 +59,7 @@ class ExportOptions:
     """What to export and how.
 
     Attributes:
-        format: ``coco``, ``yolo`` or ``hf``.
+        format: ``coco``, ``yolo``, ``hf`` or ``label-studio`` (tasks for review).
         job_id: only the scenes of this job (its scenes that failed in it are left out).
         room_types / styles / sources / scene_types: keep scenes with one of these values.
         min_confidence: leave out objects below this detector confidence.
@@ -73,9 +73,11 @@ class ExportOptions:
             (a tuple; :class:`~modomo.export.classes.ClassMap`).
         include_paths: keep absolute local paths (source keys, model weights, YOLO's
             ``data.yaml`` ``path``) in the export.
+        image_url_prefix: ``label-studio``: put before an image's file name to make its URL
+            (default: Label Studio's local file serving of the export's ``images/``).
     """
 
-    format: Literal["coco", "yolo", "hf"]
+    format: Literal["coco", "yolo", "hf", "label-studio"]
     job_id: uuid.UUID | None = None
     room_types: tuple[str, ...] = ()
     styles: tuple[str, ...] = ()
@@ -89,6 +91,7 @@ class ExportOptions:
     name: str = "modomo-interiors"
     classes: str | tuple[str, ...] = "used"
     include_paths: bool = False
+    image_url_prefix: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -249,6 +252,7 @@ def iter_scenes(
                         depth_min=obj.depth_min,
                         depth_max=obj.depth_max,
                         colors=obj.colors,
+                        labelled_by=obj.source,
                     )
                 )
                 # model labels only (an object also records its detector backend and prompt)
@@ -283,6 +287,7 @@ def iter_scenes(
                 depth_info=scene.depth_info,
                 models={role: portable(label) for role, label in labels.items()},
                 objects=objects[scene.id],
+                reviewed=scene.reviewed_at is not None,
                 read_image=lambda key=key: upright_image(store.get_bytes(key)),  # type: ignore[misc]
             )
 
@@ -306,6 +311,7 @@ class _Tally:
         self.room_types: Counter[str] = Counter()
         self.models: Counter[tuple[str, str]] = Counter()
         self.left_out: Counter[str] = Counter()
+        self.reviewed: Counter[str] = Counter()  # reviewed "scenes" and their "objects"
         self.sources: Counter[str] = Counter()
 
     def count(self, scenes: Iterator[ExportScene]) -> Iterator[ExportScene]:
@@ -315,6 +321,9 @@ class _Tally:
             self.classes.update(o.category for o in scene.objects)
             self.room_types[scene.room_type or "unknown"] += 1
             self.sources[scene.source] += 1
+            if scene.reviewed:
+                self.reviewed["scenes"] += 1
+                self.reviewed["objects"] += len(scene.objects)
             yield scene
 
 
@@ -409,10 +418,18 @@ def run_export(
             classes=classes,
             include_path=options.include_paths,
         )
-    else:
+    elif options.format == "hf":
         from modomo.export.hf import HfWriter
 
         writer = HfWriter(out_dir, overwrite=True, classes=classes)
+    else:
+        from modomo.export.label_studio import DEFAULT_IMAGE_URL_PREFIX, LabelStudioWriter
+
+        writer = LabelStudioWriter(
+            out_dir,
+            image_url_prefix=options.image_url_prefix or DEFAULT_IMAGE_URL_PREFIX,
+            overwrite=True,
+        )
     for scene in scenes():
         writer.add(scene)
     written = writer.close()
@@ -450,6 +467,7 @@ def run_export(
         formats=options.format,
         sources=dict(tally.sources.most_common()),
         classes=classes,
+        reviewed=(tally.reviewed["scenes"], tally.reviewed["objects"]),
     )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     checksum, files = _write_checksums(out_dir)
@@ -463,6 +481,7 @@ def run_export(
         "class_histogram": dict(tally.classes.most_common()),
         "classes": classes.to_json(),
         "left_out_objects": dict(tally.left_out.most_common()),
+        "reviewed": {"scenes": tally.reviewed["scenes"], "objects": tally.reviewed["objects"]},
         "room_types": dict(tally.room_types.most_common()),
         "models": models,
         "files": files,

@@ -214,6 +214,7 @@ class YoloWriter:
             "image_url": scene.image_url,
             "licence": scene.licence,
             "models": scene.models,
+            "reviewed": scene.reviewed,
         }
         self._provenance.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._counts[scene.split]["images"] += 1

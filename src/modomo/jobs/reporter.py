@@ -83,7 +83,14 @@ class _Pending:
             scene_ids = sorted(self.objects)
             # Lock the scenes (PostgreSQL) so two deliveries of one batch replace objects one
             # after the other and never interleave into duplicates; SQLite serialises writers.
-            session.execute(select(SCENES.c.id).where(SCENES.c.id.in_(scene_ids)).with_for_update())
+            locked = session.execute(
+                select(SCENES.c.id, SCENES.c.reviewed_at)
+                .where(SCENES.c.id.in_(scene_ids))
+                .with_for_update()
+            ).all()
+            # people's reviewed labels are never replaced by a later run of the models
+            reviewed = {row.id for row in locked if row.reviewed_at is not None}
+            scene_ids = [sid for sid in scene_ids if sid not in reviewed]
             session.execute(delete(OBJECTS).where(OBJECTS.c.scene_id.in_(scene_ids)))
             rows = [
                 {**row, "id": uuid.uuid4(), "scene_id": sid, "job_id": job_id, "created_at": now}

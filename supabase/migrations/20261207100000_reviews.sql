@@ -1,0 +1,12 @@
+BEGIN;
+
+-- Running upgrade 0006 -> 0007
+
+ALTER TABLE detected_objects ADD COLUMN source VARCHAR(16) DEFAULT 'model' NOT NULL;
+
+ALTER TABLE scenes ADD COLUMN reviewed_at TIMESTAMP WITH TIME ZONE;
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
+COMMIT;
+
