@@ -24,7 +24,7 @@ def _diff(url: str) -> list:
 def test_sqlite_migration_matches_models(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'schema.sqlite'}"
     upgrade(url)
-    assert current_revision(url) == HEAD == "0006"
+    assert current_revision(url) == HEAD == "0007"
     assert _diff(url) == []
 
 
