@@ -57,12 +57,28 @@ def test_export_job_and_download(admin: httpx.Client, worker: str, tmp_path: Pat
     assert manifest["checksum"] == record["result"]["checksum"]
     assert sum(1 for n in names if n.startswith("images/")) == 4
 
+    # tasks for review in Label Studio, through the same job
+    answer = user.post("/exports", json={"format": "label-studio", "job_id": str(job_id)})
+    assert answer.status_code == 202, answer.text
+    export_id = answer.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while (record := user.get(f"/exports/{export_id}").json())["status"] != "completed":
+        assert record["status"] in ("pending", "running") and time.monotonic() < deadline, record
+        time.sleep(0.2)
+    with zipfile.ZipFile(io.BytesIO(user.get(record["download_url"]).content)) as archive:
+        tasks = json.loads(archive.read("tasks.json"))
+        assert b"<RectangleLabels" in archive.read("label_config.xml")
+    assert len(tasks) == 4 and all("scene_id" in task["data"] for task in tasks)
+
 
 def test_export_requests_are_validated(user: httpx.Client) -> None:
     bad = user.post("/exports", json={"format": "csv"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "format"]
     ratios = user.post("/exports", json={"format": "coco", "ratios": [0.5, 0.5, 0.5]})
     assert ratios.status_code == 422 and ratios.json()["detail"][0]["loc"][:2] == ["body", "ratios"]
+    classes = user.post("/exports", json={"format": "coco", "classes": ["sofa", "throne"]})
+    assert classes.status_code == 422 and "throne" in classes.text
+    assert classes.json()["detail"][0]["loc"][:2] == ["body", "classes"]
     unknown = uuid.uuid4()
     assert user.get(f"/exports/{unknown}").status_code == 404
     assert user.get(f"/exports/{unknown}/download").status_code == 404
