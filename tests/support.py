@@ -54,6 +54,18 @@ def write_unique_images(folder: Path, count: int, tag: str | None = None) -> lis
     return paths
 
 
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """``modomo ARGS`` in a subprocess with this session's settings, 200 columns wide."""
+    return subprocess.run(
+        [sys.executable, "-m", "modomo.cli", *args],
+        cwd=REPO,
+        env=worker_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def worker_env(**extra: str) -> dict[str, str]:
     """The environment of a worker subprocess: this session's settings plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

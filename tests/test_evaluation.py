@@ -6,8 +6,6 @@ tests/test_detection_tasks.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from modomo.evaluation import (
 from modomo.jobs import create_job
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
-from tests.support import REPO, encode, noise_image, worker_env
+from tests.support import encode, noise_image, run_cli
 
 H, W = 64, 96
 
@@ -293,21 +291,10 @@ def test_evaluation_errors(known_job: dict[str, Any], tmp_path: Path) -> None:
         evaluate_job(known_job["gt"], known_job["job_id"], iou=0)
 
 
-def _modomo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modomo.cli", *args],
-        cwd=REPO,
-        env=worker_env(COLUMNS="200"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.services
 def test_cli_eval(known_job: dict[str, Any], tmp_path: Path) -> None:
     job = str(known_job["job_id"])
-    done = _modomo("eval", "--gt", str(known_job["gt"]), "--job", job)
+    done = run_cli("eval", "--gt", str(known_job["gt"]), "--job", job)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "mAP@0.5 0.500" in done.stdout and "3 of 4 ground-truth images matched" in done.stdout
     assert "unmapped gt categories (not scored): widget" in done.stdout
@@ -320,7 +307,7 @@ def test_cli_eval(known_job: dict[str, Any], tmp_path: Path) -> None:
         (["--gt", str(known_job["gt"]), "--job", job, "--iou", "0"], 2, "--iou 0.0"),
         (["--gt", str(tmp_path), "--job", job], 2, "is a folder"),
     ):
-        bad = _modomo("eval", *args)
+        bad = run_cli("eval", *args)
         out = bad.stdout + bad.stderr
         assert bad.returncode == code, out
         assert message in out and "Traceback" not in out

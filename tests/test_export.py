@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,11 +20,11 @@ from modomo.db.models import DetectedObject, DuplicateGroup, Scene, SceneStatus
 from modomo.db.session import session_scope
 from modomo.export import ExportOptions, run_export
 from modomo.export.classes import ClassMap
-from modomo.models.licences import KNOWN_LICENCES
 from modomo.jobs import create_job
+from modomo.models.licences import KNOWN_LICENCES
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
-from tests.support import REPO, encode, worker_env
+from tests.support import encode, run_cli
 
 pytestmark = pytest.mark.services
 
@@ -183,20 +181,9 @@ def test_filters_and_ratios(dataset: dict, tmp_path: Path) -> None:
         run_export(ExportOptions(format="csv"), tmp_path / "bad")  # type: ignore[arg-type]
 
 
-def _modomo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modomo.cli", *args],
-        cwd=REPO,
-        env=worker_env(COLUMNS="200"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_export_with_a_contact_sheet_and_preview(dataset: dict, tmp_path: Path) -> None:
     out = tmp_path / "hf"
-    done = _modomo(
+    done = run_cli(
         "export", "--format", "hf", "--out", str(out), "--job", str(dataset["job_id"]), "--sheet"
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -207,7 +194,7 @@ def test_cli_export_with_a_contact_sheet_and_preview(dataset: dict, tmp_path: Pa
 
     scene_id = str(dataset["scene_ids"][3])
     png = tmp_path / "preview.png"
-    shown = _modomo("preview", scene_id, "--out", str(png), "--max-size", "0")
+    shown = run_cli("preview", scene_id, "--out", str(png), "--max-size", "0")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     with Image.open(png) as image:
         assert image.size == (96, 64)
@@ -215,13 +202,13 @@ def test_cli_export_with_a_contact_sheet_and_preview(dataset: dict, tmp_path: Pa
     rgb, _ = _scene_image(1003)
     assert np.abs(pixels - rgb).sum() > 0 and pixels.std() > 10  # objects drawn, not blank
 
-    bad = _modomo("export", "--format", "csv", "--out", str(tmp_path / "x"))
+    bad = run_cli("export", "--format", "csv", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown --format" in bad.stdout
-    ratios = _modomo(
+    ratios = run_cli(
         "export", "--format", "coco", "--out", str(tmp_path / "x"), "--splits", "1,1,1"
     )
     assert ratios.returncode == 2 and "--splits" in ratios.stdout
-    missing = _modomo("preview", str(uuid.uuid4()), "--out", str(png))
+    missing = run_cli("preview", str(uuid.uuid4()), "--out", str(png))
     assert missing.returncode == 1 and "no scene" in missing.stdout
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from modomo.jobs import create_job
 from modomo.models.licences import KNOWN_LICENCES, UNKNOWN, model_licence
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
-from tests.support import REPO, worker_env
+from tests.support import run_cli
 
 pytestmark = pytest.mark.services
 
@@ -318,31 +316,20 @@ def test_model_licences_come_from_metadata(tmp_path: Path) -> None:
     assert model_licence("depth_anything@local") == UNKNOWN
 
 
-def _modomo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modomo.cli", *args],
-        cwd=REPO,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_classes_and_an_empty_export_with_a_sheet(sideways: dict, tmp_path: Path) -> None:
     job = str(sideways["job_id"])
-    bad = _modomo("export", "--format", "coco", "--out", str(tmp_path / "a"), "--classes", "x")
+    bad = run_cli("export", "--format", "coco", "--out", str(tmp_path / "a"), "--classes", "x")
     assert bad.returncode == 2 and "--classes 'x'" in bad.stdout
     assert "Traceback" not in bad.stdout + bad.stderr
     listing = tmp_path / "classes.txt"
     listing.write_text("sofa\n")
-    done = _modomo(
+    done = run_cli(
         "export", "--format", "hf", "--out", str(tmp_path / "b"), "--job", job, "--classes",
         str(listing),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "left out: 8 objects" in done.stdout
-    empty = _modomo(
+    empty = run_cli(
         "export", "--format", "hf", "--out", str(tmp_path / "c"), "--job", job, "--filter",
         "room_type=kitchen", "--sheet",
     )  # fmt: skip

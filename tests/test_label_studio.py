@@ -38,7 +38,7 @@ from modomo.export import ExportOptions, run_export
 from modomo.jobs import ProgressReporter, create_job
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
-from tests.support import REPO, worker_env
+from tests.support import REPO, run_cli
 
 pytestmark = pytest.mark.services
 
@@ -115,17 +115,6 @@ def _objects(scene_id: uuid.UUID) -> list[DetectedObject]:
 def _reviewed_at(scene_id: uuid.UUID) -> Any:
     with session_scope() as session:
         return session.scalar(select(Scene.reviewed_at).where(Scene.id == scene_id))
-
-
-def _modomo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modomo.cli", *args],
-        cwd=REPO,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -265,7 +254,7 @@ def test_review_round_trip_through_label_studio(
     export_file = tmp_path / "project-export.json"
     export_file.write_bytes(exported.content)
 
-    done = _modomo("annotations", "import", str(export_file))
+    done = run_cli("annotations", "import", str(export_file))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reviewed scenes imported: 2 (3 objects)" in done.stdout
     assert "(left alone): 1" in done.stdout
@@ -324,7 +313,7 @@ def test_coco_review_comes_back(tmp_path: Path) -> None:
     data["categories"].append({"id": len(data["categories"]) + 1, "name": "chair"})
     path.write_text(json.dumps(data))
 
-    done = _modomo("annotations", "import", str(path))
+    done = run_cli("annotations", "import", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reviewed scenes imported: 2 (3 objects)" in done.stdout
     assert [(o.category, o.source) for o in _objects(first)] == [
@@ -336,10 +325,10 @@ def test_coco_review_comes_back(tmp_path: Path) -> None:
 
     data["categories"][-1]["name"] = "throne"
     path.write_text(json.dumps(data))
-    refused = _modomo("annotations", "import", str(path))
+    refused = run_cli("annotations", "import", str(path))
     assert refused.returncode == 0 and "throne" in refused.stdout  # the other scene went in
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
-    failed = _modomo("annotations", "import", str(bad))
+    failed = run_cli("annotations", "import", str(bad))
     assert failed.returncode == 2 and "neither a Label Studio" in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
