@@ -504,6 +504,9 @@ def worker(
     if warmup:
         os.environ["MODOMO_AI_WARMUP"] = "1"
         get_settings.cache_clear()
+    consumed = (queues or (AI_QUEUES if ai else GENERAL_QUEUES)).split(",")
+    if get_settings().ai_warmup and set(consumed) & set(AI_QUEUES.split(",")):
+        _check_ai_weights()
     from modomo.celery_app import app as celery_app
 
     argv = [
@@ -520,6 +523,27 @@ def worker(
     if hostname:
         argv += ["--hostname", hostname]
     celery_app.worker_main(argv)
+
+
+def _check_ai_weights() -> None:
+    """Refuse to start a warming-up AI worker whose weights are not all there (the child's
+    warm-up would fail and every task with it): one line naming the weight and the command
+    that fetches it."""
+    from modomo.models.weights import MissingWeightsError, resolve
+
+    settings = get_settings()
+    wanted = [
+        ("detector", settings.detector_weights),
+        ("segmenter", settings.segmenter_weights),
+        ("depth", settings.depth_weights),
+    ]
+    if settings.depth_fallback_weights:
+        wanted.append(("depth_fallback", settings.depth_fallback_weights))
+    for role, name in wanted:
+        try:
+            resolve(role, name, settings.model_cache)
+        except (MissingWeightsError, ValueError) as exc:
+            raise _fail(f"not starting the AI worker: {_one_line(exc)}") from None
 
 
 @app.command()
@@ -1532,6 +1556,38 @@ def db_current() -> None:
     console.print(current_revision() or "no schema (run `modomo db upgrade`)")
 
 
+def _create_embedded_database(settings: Settings) -> None:
+    """Create and migrate the embedded SQLite database the first time a command runs on a
+    fresh data directory (``modomo jobs list`` then shows an empty list, not a missing
+    table). A cheap look with ``sqlite3`` first: Alembic takes seconds to start."""
+    import sqlite3
+    from contextlib import closing
+
+    url = make_url(settings.database_url)
+    words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    if (
+        url.get_backend_name() != "sqlite"
+        or not url.database
+        or url.database == ":memory:"
+        or not words
+        or words[0] in ("db", "models")
+        or {"--help", "-h"} & set(sys.argv[1:])
+    ):
+        return
+    path = Path(url.database)
+    if path.exists():
+        with closing(sqlite3.connect(path)) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
+        if found:
+            return
+    from modomo.db.migrate import upgrade
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade()
+
+
 def main() -> None:
     """Console-script entry point: settings errors, a database that cannot be used and a
     filesystem that fails (a full disk) end with one line and exit status 2, not a
@@ -1544,6 +1600,7 @@ def main() -> None:
         sys.stderr.write(f"modomo: {exc}\n")
         raise SystemExit(2) from None
     try:
+        _create_embedded_database(settings)
         app()
     except (DBAPIError, SQLAlchemyError) as exc:
         url = make_url(settings.database_url)

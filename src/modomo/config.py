@@ -698,6 +698,36 @@ class Settings(BaseSettings):
             raise ValueError(f"not a URL: {value!r} (expected scheme://host/...)")
         return value
 
+    @field_validator("redis_url", "broker_url", "result_backend")
+    @classmethod
+    def _check_celery_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A port that is a number, and a scheme kombu (brokers) or Celery (result backends)
+        knows, so a typo fails at start-up naming the variable rather than deep in kombu."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for "host:notaport"
+        except ValueError:
+            raise ValueError(f"the port is not a number (host:port): {parts.netloc!r}") from None
+        scheme = parts.scheme.split("+", 1)[0]
+        if info.field_name == "broker_url":
+            from kombu.transport import TRANSPORT_ALIASES
+
+            known = set(TRANSPORT_ALIASES)
+        elif info.field_name == "result_backend":
+            from celery.app.backends import BACKEND_ALIASES
+
+            known = set(BACKEND_ALIASES)
+        else:
+            known = {"redis", "rediss", "unix"}
+        if scheme not in known:
+            common = sorted(known & {"redis", "rediss", "amqp", "amqps", "sqla", "db"})
+            raise ValueError(
+                f"unknown scheme {parts.scheme!r} (expected one of {', '.join(common)}, …)"
+            )
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str) -> str:

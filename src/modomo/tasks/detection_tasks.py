@@ -15,6 +15,8 @@ at the first).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import uuid
 from collections.abc import Sequence
 from contextlib import closing
@@ -377,5 +379,8 @@ def _warm_up(**_: Any) -> None:
 
         try:
             registry().warm_up(STAGES)
-        except Exception:  # a task will report the reason per scene
-            log.exception("model warm-up failed")
+        except Exception as exc:
+            # a worker that cannot run its models must not take their tasks: stop it (a warm
+            # shutdown: messages it prefetched go back to the queue for another worker)
+            log.error("the models cannot load: %s; stopping this AI worker", exc)
+            os.kill(os.getppid(), signal.SIGTERM)
