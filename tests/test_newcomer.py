@@ -5,11 +5,14 @@ Each ends with one line and the right exit status, never a traceback.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import REPO, worker_env
+import pytest
+
+from tests.support import REPO, run_cli, worker_env
 
 
 def modomo(
@@ -96,3 +99,15 @@ def test_an_ai_worker_whose_models_cannot_load_stops(tmp_path: Path) -> None:
     assert worker.returncode is not None, text
     assert "the models cannot load" in text and "stopping this AI worker" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.services
+def test_no_worker_listening_is_said_with_the_command_to_start_one() -> None:
+    done = run_cli("scrape", "houzz", "--limit", "1", "--no-wait", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no worker is listening on the scraping queue" in done.stdout
+    assert "modomo worker -Q scraping" in done.stdout
+    job_id = re.search(r"job (\S+) \(scrape", done.stdout)
+    assert job_id, done.stdout
+    cancelled = run_cli("jobs", "cancel", job_id.group(1))  # nothing waits for a worker
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr

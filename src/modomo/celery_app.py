@@ -32,7 +32,15 @@ from kombu import Queue
 from modomo.config import Settings, get_settings
 from modomo.db.models import Priority
 
-__all__ = ["QUEUES", "TASK_MODULES", "NoGossipConsumer", "app", "beat_schedule", "make_celery"]
+__all__ = [
+    "QUEUES",
+    "TASK_MODULES",
+    "NoGossipConsumer",
+    "app",
+    "beat_schedule",
+    "make_celery",
+    "task_queue",
+]
 
 QUEUES: tuple[str, ...] = (
     "celery",
@@ -104,6 +112,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return schedule
 
 
+def task_queue(name: str) -> str:
+    """The queue a task named ``name`` is sent to: the first of :data:`TASK_ROUTES` it
+    matches, else ``celery``."""
+    from celery.app.routes import MapRoute
+
+    route = MapRoute(TASK_ROUTES)(name) or {}
+    return str(route.get("queue") or "celery")
+
+
 class QueueRateLimits:
     """Celery task annotation giving every Modomo task routed to a queue that queue's
     ``rate_limit`` (``MODOMO_QUEUE_RATE_LIMITS``; Celery applies it per worker).
@@ -117,8 +134,6 @@ class QueueRateLimits:
     """
 
     def __init__(self, limits: dict[str, str]) -> None:
-        from celery.app.routes import MapRoute
-
         from modomo.config import ConfigError
 
         unknown = sorted(set(limits) - set(QUEUES))
@@ -128,14 +143,10 @@ class QueueRateLimits:
                 f"{', '.join(unknown)}; the queues are {', '.join(QUEUES)}"
             )
         self.limits = dict(limits)
-        self._routes = MapRoute(TASK_ROUTES)
 
     def queue_of(self, name: str, own_queue: str | None = None) -> str:
         """The queue a task named ``name`` is sent to."""
-        if own_queue:
-            return own_queue
-        route = self._routes(name) or {}
-        return str(route.get("queue") or "celery")
+        return own_queue or task_queue(name)
 
     def annotate(self, task: Any) -> dict[str, str] | None:
         if not str(task.name).startswith("modomo."):

@@ -207,6 +207,8 @@ def process(
     # jobs whose work ends with this command: until their batches are queued, or all of them
     # with the embedded worker, which lives in this process
     ours = [job_id]
+    from modomo.celery_app import task_queue
+
     worker = embedded_worker(celery_app) if settings.embedded else contextlib.nullcontext()
     try:
         with worker:
@@ -228,6 +230,7 @@ def process(
                     )
                     ours.append(job_id)
                     console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
+                task: Any = None
                 if kind == "dedup":
                     from modomo.db.models import Priority
 
@@ -245,6 +248,8 @@ def process(
                         finish_if_done(job_id)
                 if not settings.embedded:
                     ours.remove(job_id)  # queued: workers carry it on without this command
+                    sent = run_dedup_job if kind == "dedup" else task
+                    _warn_unconsumed(celery_app, [task_queue(sent.name)])
                 if not wait:
                     console.print(f"submitted; follow with `modomo jobs show {job_id}`")
                     return
@@ -263,6 +268,26 @@ def process(
         _print_groups()
     if any(job.status != "completed" for job in jobs):
         raise typer.Exit(1)
+
+
+def _warn_unconsumed(celery_app: Any, queues: list[str]) -> None:
+    """Say which of ``queues`` no running worker consumes (the job would wait for one
+    silently), with the command that starts one."""
+    from modomo.console import console
+    from modomo.queues import listening
+
+    try:
+        consumed = listening(celery_app)
+    except Exception:  # the broker is unreachable: submitting already said so
+        return
+    for queue in dict.fromkeys(q for q in queues if q not in consumed):
+        command = (
+            "modomo worker --ai" if queue in AI_QUEUES.split(",") else f"modomo worker -Q {queue}"
+        )
+        console.print(
+            f"[yellow]warning:[/] no worker is listening on the [bold]{queue}[/] queue: the "
+            f"job waits until one does (start one with `{command}`)"
+        )
 
 
 def _ingest_failures(failed: list[tuple[Any, str]]) -> str:
@@ -717,6 +742,13 @@ def _run_source_job(
             raise _fail(str(exc), 1) from None
         job_id = submitted.job_id
         console.print(f"job [bold]{job_id}[/] ({job_type}, {timing.priority} priority)")
+        if not settings.embedded:
+            from modomo.celery_app import task_queue
+
+            wanted = [task_queue(task_name)]
+            if kwargs.get("include_detection"):
+                wanted.append("ai_processing")
+            _warn_unconsumed(celery_app, wanted)
         if timing.run_at is not None:
             console.print(
                 f"scheduled for {timing.run_at.isoformat()}; "

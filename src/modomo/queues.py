@@ -32,6 +32,7 @@ from modomo.tasks.base import job_arguments
 
 __all__ = [
     "NotRedisBroker",
+    "listening",
     "PriorityList",
     "PriorityLists",
     "PurgeReport",
@@ -62,6 +63,13 @@ class PurgeReport:
     messages: int = 0
     tasks: dict[str, int] = field(default_factory=dict)
     jobs: list[str] = field(default_factory=list)
+
+
+def listening(celery: Celery, timeout: float = 1.0) -> set[str]:
+    """The queues some running worker consumes (its ``active_queues``), asked over the
+    broker; empty when no worker answers within ``timeout`` seconds."""
+    replies = celery.control.inspect(timeout=timeout).active_queues() or {}
+    return {str(queue["name"]) for queues in replies.values() for queue in queues or []}
 
 
 def queue_depths(celery: Celery, names: Iterable[str] = QUEUES) -> dict[str, int]:
