@@ -111,3 +111,18 @@ def test_no_worker_listening_is_said_with_the_command_to_start_one() -> None:
     assert job_id, done.stdout
     cancelled = run_cli("jobs", "cancel", job_id.group(1))  # nothing waits for a worker
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+
+
+def test_the_original_guides_supabase_settings_are_not_silently_ignored(tmp_path: Path) -> None:
+    done = modomo(
+        "jobs",
+        "list",
+        data_dir=tmp_path / "data",
+        SUPABASE_URL="https://project.supabase.co",
+        SUPABASE_ANON_KEY="anon",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUPABASE_URL and SUPABASE_ANON_KEY are set, but job records go to the local" in (
+        done.stderr
+    )
+    assert "set DATABASE_URL" in done.stderr

@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import before_task_publish
+from celery.signals import before_task_publish, worker_init
 from celery.worker.consumer import Consumer
 from kombu import Queue
 
@@ -280,6 +280,15 @@ app = make_celery()
 
 # the worker child's life (imports, retirement, the parent watchdog): its own signals
 from modomo.tasks import child as _child  # noqa: E402, F401
+
+
+@worker_init.connect
+def _say_what_settings_do_not_do(**_: Any) -> None:
+    # also for `celery -A celery_app worker`, which does not go through the modomo CLI
+    import logging
+
+    for note in get_settings().warnings():
+        logging.getLogger("modomo").warning(note)
 
 
 @before_task_publish.connect

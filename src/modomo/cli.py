@@ -1631,6 +1631,8 @@ def main() -> None:
     except ConfigError as exc:
         sys.stderr.write(f"modomo: {exc}\n")
         raise SystemExit(2) from None
+    for note in settings.warnings():
+        sys.stderr.write(f"modomo: warning: {note}\n")
     try:
         _create_embedded_database(settings)
         app()

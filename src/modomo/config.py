@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("supabase_service_role_key", "SUPABASE_SERVICE_ROLE_KEY"),
     )
+    supabase_anon_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("supabase_anon_key", "SUPABASE_ANON_KEY"),
+        description="Read only to say that it does not configure the database (the original "
+        "guide's setting): job records go where DATABASE_URL says.",
+    )
 
     db_pool_size: PositiveInt = Field(
         default=10,
@@ -770,6 +776,28 @@ class Settings(BaseSettings):
     def redis_visibility_timeout(self) -> int:
         """Seconds before Redis redelivers an unacknowledged task; longer than the hard limit."""
         return self.visibility_timeout or 2 * self.task_time_limit
+
+    def warnings(self) -> list[str]:
+        """Settings that are accepted but do not do what their name suggests, one line each
+        (printed at start-up by the CLI and logged by workers)."""
+        notes = []
+        supabase = [
+            name
+            for name, value in (
+                ("SUPABASE_URL", self.supabase_url),
+                ("SUPABASE_ANON_KEY", self.supabase_anon_key),
+            )
+            if value
+        ]
+        if supabase and self.database_url.startswith("sqlite"):
+            local = self.database_url[len("sqlite:///") :]
+            notes.append(
+                f"{' and '.join(supabase)} {'is' if len(supabase) == 1 else 'are'} set, but "
+                f"job records go to the local SQLite file {local}: "
+                "set DATABASE_URL to the Supabase project's Postgres connection string "
+                "(Project Settings > Database > Connection string, URI)"
+            )
+        return notes
 
     def check(self) -> Settings:
         """Cross-field checks; raises ValueError naming the variables."""
