@@ -5,6 +5,7 @@ Each ends with one line and the right exit status, never a traceback.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -126,3 +127,52 @@ def test_the_original_guides_supabase_settings_are_not_silently_ignored(tmp_path
         done.stderr
     )
     assert "set DATABASE_URL" in done.stderr
+
+
+def test_models_list_names_the_command_that_fetches_each_weight(tmp_path: Path) -> None:
+    done = modomo("models", "list", data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for role in ("detector", "segmenter", "depth", "clip"):
+        assert f"missing: `modomo models pull {role}`" in done.stdout
+    assert "MissingWeightsError" not in done.stdout
+
+
+def test_a_missing_hub_weight_never_suggests_downloading_from_a_worker(tmp_path: Path) -> None:
+    from modomo.models.weights import MissingWeightsError, resolve
+
+    with pytest.raises(MissingWeightsError) as caught:
+        resolve("clip", "openai/clip-vit-base-patch32", tmp_path)
+    message = str(caught.value)
+    assert "local_files_only" not in message
+    assert "modomo models pull clip" in message and str(tmp_path / "huggingface") in message
+
+
+def test_a_disabled_schedule_has_no_next_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    added = modomo(
+        "schedules", "add", "nightly", "--cron", "0 3 * * *", "--job", "dedup", "--disabled",
+        data_dir=data,
+    )  # fmt: skip
+    assert added.returncode == 0 and "next run - (disabled)" in added.stdout, added.stdout
+    listed = modomo("schedules", "list", "--json", data_dir=data)
+    [record] = json.loads(listed.stdout)
+    assert record["enabled"] is False and record["next_run_at"] is None
+    enabled = modomo("schedules", "enable", "nightly", data_dir=data)
+    assert "enabled, next run 20" in enabled.stdout, enabled.stdout
+
+
+def test_a_job_where_every_scene_failed_says_so_once_per_reason(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        pixels = bytes(range(index, index + 3)) * (64 * 80)
+        Image.frombytes("RGB", (80, 64), pixels).save(photos / f"room{index}.png")
+    done = modomo("process", str(photos), "--pipeline", "detect", data_dir=tmp_path / "data")
+    assert done.returncode == 1, done.stdout + done.stderr  # the job failed
+    assert "no scene was processed: every scene failed" in done.stdout
+    assert "no objects detected" not in done.stdout
+    # the missing weight is one row for the three scenes, not three copies of it
+    assert done.stdout.count("weights 'yolo11n.pt' are not available") == 1
+    assert "and 2 more" in done.stdout and "Traceback" not in done.stdout + done.stderr

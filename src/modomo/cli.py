@@ -261,7 +261,7 @@ def process(
         raise
     _print_summary(jobs[0].id, report.scene_ids[:show], settings)
     if "detection" in kinds:
-        _print_objects(report.scene_ids)
+        _print_objects(report.scene_ids, jobs[kinds.index("detection")].processed)
     if "classify" in kinds:
         _print_classes(report.scene_ids)
     if "dedup" in kinds:
@@ -392,7 +392,9 @@ def _pipeline_stages(text: str, settings: Settings) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def _print_objects(scene_ids: list[uuid.UUID]) -> None:
+def _print_objects(scene_ids: list[uuid.UUID], processed: int) -> None:
+    """The detected objects of ``scene_ids`` by category; ``processed``: the detection job's
+    processed scenes (none: every scene failed, which is not "no objects")."""
     from sqlalchemy import func
 
     from modomo.console import console
@@ -414,7 +416,12 @@ def _print_objects(scene_ids: list[uuid.UUID]) -> None:
     table = Table("group", "category", "objects", "mean conf", title="detected objects")
     for group, category, count, confidence in rows:
         table.add_row(group, category, str(count), f"{confidence:.2f}")
-    console.print(table if rows else "no objects detected")
+    if rows:
+        console.print(table)
+    elif processed:
+        console.print(f"no objects detected in the {processed} processed scenes")
+    else:
+        console.print("[red]no scene was processed[/]: every scene failed (reasons above)")
 
 
 def _print_classes(scene_ids: list[uuid.UUID]) -> None:
@@ -1379,7 +1386,7 @@ def schedules_add(
         raise _fail(where) from None
     except ScheduleError as exc:
         raise _fail(str(exc)) from None
-    console.print(f"schedule {record['name']}: next run {record['next_run_at']}")
+    console.print(f"schedule {record['name']}: next run {record['next_run_at'] or '- (disabled)'}")
 
 
 @schedules_app.command("list")
@@ -1420,7 +1427,7 @@ def _schedule_enabled(key: str, enabled: bool) -> None:
     except ScheduleNotFound as exc:
         raise _fail(str(exc), 1) from None
     state = "enabled" if enabled else "disabled"
-    console.print(f"schedule {record['name']}: {state}, next run {record['next_run_at']}")
+    console.print(f"schedule {record['name']}: {state}, next run {record['next_run_at'] or '-'}")
 
 
 @schedules_app.command("enable")
@@ -1504,6 +1511,7 @@ def models_list() -> None:
 
     settings = get_settings()
     table = Table("role", "weights", "status", title=f"models ({settings.model_cache})")
+    missing = False
     for role in ROLES:
         name = getattr(settings, f"{role}_weights")
         if not name:
@@ -1515,8 +1523,16 @@ def models_list() -> None:
                 _yoloe_embeddings(weights, settings)
             table.add_row(role, name, f"[green]ready[/] {weights.path}")
         except (MissingWeightsError, ValueError) as exc:
-            table.add_row(role, name, f"[red]missing[/] ({type(exc).__name__})")
+            fetch = (
+                f"`modomo models pull {role}`"
+                if isinstance(exc, MissingWeightsError)
+                else "fix the weights setting"
+            )
+            table.add_row(role, name, f"[red]missing[/]: {fetch}")
+            missing = True
     console.print(table)
+    if missing:
+        console.print("fetch every missing weight at once with `modomo models pull`")
 
 
 @models_app.command("pull")

@@ -159,10 +159,16 @@ def job_table(jobs: list[dict[str, Any]]) -> Table:
 
 
 def failures_table(failures: list[dict[str, Any]]) -> Table:
-    """Scene failures of a job, with their reasons."""
-    table = Table("input", "stage", "reason", title="failed scenes", title_justify="left")
+    """Scene failures of a job, with their reasons: one row per distinct (stage, reason),
+    with how many scenes share it (a missing weight fails every scene the same way)."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for failure in failures:
-        table.add_row(failure["source_key"], failure["stage"], failure["error"])
+        key = (str(failure["stage"]), str(failure["error"]))
+        groups.setdefault(key, []).append(str(failure.get("input") or failure["source_key"]))
+    table = Table("input", "scenes", "stage", "reason", title="failed scenes", title_justify="left")
+    for (stage, reason), inputs in groups.items():
+        shown = inputs[0] if len(inputs) == 1 else f"{inputs[0]} and {len(inputs) - 1} more"
+        table.add_row(shown, str(len(inputs)), stage, reason)
     return table
 
 

@@ -82,7 +82,8 @@ def record(schedule: Schedule) -> dict[str, Any]:
         "priority": schedule.priority,
         "enabled": schedule.enabled,
         "last_run_at": iso(schedule.last_run_at),
-        "next_run_at": iso(schedule.next_run_at),
+        # a disabled schedule has no next run (enabling it computes one from then)
+        "next_run_at": iso(schedule.next_run_at) if schedule.enabled else None,
         "last_job_id": str(schedule.last_job_id) if schedule.last_job_id else None,
         "created_by": schedule.created_by,
         "created_at": iso(schedule.created_at),

@@ -118,8 +118,12 @@ def resolve(role: str, name: str, cache: Path) -> Weights:
                 local_files_only=True,
             )
         )
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError) as exc:
-        raise _missing(role, name, cache, f"not in the local cache ({exc})") from None
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        # not huggingface_hub's own message: its hint to pass local_files_only=False
+        # contradicts what a worker does (it never downloads)
+        raise _missing(
+            role, name, cache, f"no snapshot of it in the local cache {cache / 'huggingface'}"
+        ) from None
     return Weights(role, name, folder, folder.name[:12])
 
 
