@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from modomo.db.models import Job, JobScene, JobStatus, Priority, Schedule
+from modomo.db.models import Job, JobScene, JobStatus, Priority, Schedule, utcnow
 from modomo.db.session import session_scope
 from modomo.jobs.schedules import ScheduleError, add_schedule, fire_due, next_run, remove_schedule
 from modomo.jobs.scheduling import JOB_TASKS, Timing, submit_job, tick
@@ -34,8 +34,11 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 # --- pure -----------------------------------------------------------------------------------
 def test_timing_resolves_relative_and_absolute_times() -> None:
-    timing = Timing.resolve("urgent", countdown=30, expires=90, now=NOW)
-    assert timing == Timing("urgent", NOW + timedelta(seconds=30), NOW + timedelta(seconds=90))
+    timing = Timing.resolve("urgent", countdown=30, expires=90, now=NOW)  # 90 s after it runs
+    assert timing == Timing("urgent", NOW + timedelta(seconds=30), NOW + timedelta(seconds=120))
+    at = Timing.resolve(run_at=NOW + timedelta(hours=14), expires=3600, now=NOW)
+    assert at.expires_at == NOW + timedelta(hours=15)
+    assert Timing.resolve(expires=60, now=NOW).expires_at == NOW + timedelta(seconds=60)
     local = datetime(2026, 11, 21, 13, 0, tzinfo=ZoneInfo("Europe/Paris"))
     assert Timing.resolve(run_at=local, now=NOW).run_at is None  # 12:00 UTC: due now
     assert Timing.resolve(now=NOW) == Timing()
@@ -47,7 +50,7 @@ def test_timing_resolves_relative_and_absolute_times() -> None:
         ({"run_at": NOW, "countdown": 1}, "run_at or countdown"),
         ({"expires_at": NOW + timedelta(1), "expires": 5}, "expires_at or expires"),
         ({"run_at": datetime(2026, 11, 22)}, "time zone"),
-        ({"countdown": 60, "expires": 30}, "later than"),
+        ({"countdown": 60, "expires_at": NOW + timedelta(seconds=30)}, "later than"),
         ({"countdown": -1}, "between 0"),
         ({"priority": "asap"}, "priority"),
         ({"run_at": NOW + timedelta(days=400)}, "within 366 days"),
@@ -267,7 +270,10 @@ def test_run_at_jobs_start_after_their_time_and_expired_jobs_never_run(tmp_path:
     # one scheduled whose expiry passes before any tick sends it
     sent = submit_job("colors", JOB_TASKS["colors"], {"limit": 1}, timing=Timing.resolve(expires=1))
     scheduled = submit_job(
-        "colors", JOB_TASKS["colors"], {"limit": 1}, timing=Timing.resolve(countdown=1, expires=2)
+        "colors",
+        JOB_TASKS["colors"],
+        {"limit": 1},
+        timing=Timing.resolve(countdown=1, expires_at=utcnow() + timedelta(seconds=2)),
     )
     time.sleep(2.5)
     report = tick()

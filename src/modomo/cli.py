@@ -74,7 +74,11 @@ ExpiresAtOption = Annotated[
 ]
 ExpiresOption = Annotated[
     float | None,
-    typer.Option(min=0, help="Expire the job if it has not started within this many seconds."),
+    typer.Option(
+        min=0,
+        help="Expire the job if it has not started this many seconds after its run time "
+        "(--run-at/--countdown; else from now).",
+    ),
 ]
 
 

@@ -77,8 +77,9 @@ class JobOptions(_Request):
 
     ``priority`` maps to a Celery message priority (urgent 0, high 3, normal 6, low 9; a
     worker takes the most urgent waiting batch first). ``run_at`` (timezone-aware) or
-    ``countdown`` (seconds) schedules the job; ``expires_at`` or ``expires`` (seconds from
-    now) expires it if it has not started by then.
+    ``countdown`` (seconds) schedules the job; ``expires_at`` or ``expires`` (seconds after
+    the run time, or from now for a job that runs now) expires it if it has not started by
+    then.
     """
 
     OPTIONS: ClassVar[frozenset[str]] = frozenset(
@@ -96,7 +97,9 @@ class JobOptions(_Request):
         default=None, description="Expire the job if it has not started by then."
     )
     expires: Annotated[float, Field(gt=0, le=_MAX_DELAY_S)] | None = Field(
-        default=None, description="Seconds from now after which a job not started expires."
+        default=None,
+        description="Seconds after the job's run time (run_at or countdown; else now) "
+        "after which a job not started expires.",
     )
 
     @model_validator(mode="after")

@@ -93,10 +93,12 @@ class Timing:
         now: datetime | None = None,
     ) -> Timing:
         """Absolute times from either form: ``run_at`` (timezone-aware) or ``countdown``
-        (seconds from now); ``expires_at`` or ``expires`` (seconds from now).
+        (seconds from now); ``expires_at`` or ``expires`` (seconds).
 
-        A ``run_at`` not in the future runs the job now. Expiry counts from now, as Celery's
-        ``expires`` does, and must be later than the run time.
+        A ``run_at`` not in the future runs the job now. ``expires`` counts from the time the
+        job is due to run: from ``run_at`` / ``countdown`` when the job is scheduled, else from
+        now (``"run_at": tomorrow 02:00, "expires": 3600`` expires it at 03:00 if it has not
+        started). ``expires_at`` is absolute and must be later than the run time.
 
         Raises:
             ValueError: both forms of one time, a naive datetime, a negative or too distant
@@ -106,7 +108,8 @@ class Timing:
         if priority not in Priority.NAMES:
             raise ValueError(f"priority must be one of {', '.join(Priority.NAMES)}")
         when = _absolute("run_at", run_at, "countdown", countdown, now)
-        until = _absolute("expires_at", expires_at, "expires", expires, now)
+        runs = when if when is not None and when > now else now
+        until = _absolute("expires_at", expires_at, "expires", expires, runs)
         if until is not None and until <= (when or now):
             raise ValueError("expires_at must be later than the time the job runs")
         return cls(priority, when if when is not None and when > now else None, until)
