@@ -173,6 +173,6 @@ def test_process_with_classify_and_dedup_stages(
     done = _modomo("process", "--pipeline", "colors,classify,dedup", str(tmp_path / "photos"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(classify) on the same scenes" in done.stdout
-    assert "(dedup) on the same scenes" in done.stdout
+    assert "(dedup) over the whole catalogue" in done.stdout
     assert "classification" in done.stdout and "room type" in done.stdout
     assert "duplicate groups" in done.stdout and "copy.jpg" in done.stdout

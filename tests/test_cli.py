@@ -103,8 +103,8 @@ def test_pipeline_auto_skips_stages_without_weights(tmp_path: Path) -> None:
         assert f"skipping the {stage} stage" in done.stdout
         assert f"modomo models pull {role}" in done.stdout
     assert "3 total, 3 processed, 0 failed" in done.stdout
-    # de-duplication needs no weights: it runs after the palettes, on the same scenes
-    assert "(dedup) on the same scenes" in done.stdout
+    # de-duplication needs no weights: it runs after the palettes, over the whole catalogue
+    assert "(dedup) over the whole catalogue" in done.stdout
     assert "no near-duplicate scenes" in done.stdout
 
 

@@ -176,3 +176,32 @@ def test_a_job_where_every_scene_failed_says_so_once_per_reason(tmp_path: Path) 
     # the missing weight is one row for the three scenes, not three copies of it
     assert done.stdout.count("weights 'yolo11n.pt' are not available") == 1
     assert "and 2 more" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_stage_counts_add_up_with_ingest_failures_as_the_readme_says(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 30), (40 * index, 90, 200)).save(photos / f"room{index}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    done = modomo("process", str(photos), "--pipeline", "colors", data_dir=tmp_path / "data")
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout
+    with closing(sqlite3.connect(tmp_path / "data" / "modomo.sqlite")) as db:
+        total, processed, failed = db.execute(
+            "SELECT total, processed, failed FROM jobs"
+        ).fetchone()
+        stages = {
+            stage: (done_, failed_)
+            for stage, done_, failed_ in db.execute(
+                "SELECT stage, processed, failed FROM job_stages"
+            )
+        }
+    assert (total, processed, failed) == (4, 3, 1)
+    assert stages["ingest"] == (0, 1) and stages["colors"] == (3, 0)
+    # the first pipeline stage's processed + failed, plus the ingest failures, is the total
+    assert sum(stages["colors"]) + stages["ingest"][1] == total

@@ -233,7 +233,12 @@ def process(
                         kind, {"stages": [kind]}, parent_id=jobs[0].id, priority=timing.priority
                     )
                     ours.append(job_id)
-                    console.print(f"job [bold]{job_id}[/] ({kind}) on the same scenes")
+                    scope = (
+                        "over the whole catalogue (new scenes grouped with every known one)"
+                        if kind == "dedup"
+                        else "on the same scenes"
+                    )
+                    console.print(f"job [bold]{job_id}[/] ({kind}) {scope}")
                 task: Any = None
                 if kind == "dedup":
                     from modomo.db.models import Priority
