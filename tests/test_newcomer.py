@@ -205,3 +205,36 @@ def test_stage_counts_add_up_with_ingest_failures_as_the_readme_says(tmp_path: P
     assert stages["ingest"] == (0, 1) and stages["colors"] == (3, 0)
     # the first pipeline stage's processed + failed, plus the ingest failures, is the total
     assert sum(stages["colors"]) + stages["ingest"][1] == total
+
+
+def test_results_from_the_cli_without_the_api(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, colour in enumerate([(200, 40, 40), (30, 60, 190)]):
+        Image.new("RGB", (64, 48), colour).save(photos / f"room{index}.png")
+    done = modomo("process", str(photos), "--pipeline", "colors", data_dir=data)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    [job] = json.loads(modomo("jobs", "list", "--json", data_dir=data).stdout)
+    listed = modomo("jobs", "list", data_dir=data)
+    assert job["id"] in listed.stdout  # the whole id, as the other commands take it
+    shown = modomo("jobs", "show", job["id"][:8], "--json", data_dir=data)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == job["id"]
+    unknown = modomo("jobs", "show", "ffffffff", data_dir=data)
+    assert unknown.returncode == 1 and "no job id starts with 'ffffffff'" in unknown.stdout
+
+    scenes = json.loads(modomo("scenes", "list", "--json", data_dir=data).stdout)
+    assert scenes["total"] == 2
+    assert {s["colors"]["palette"][0]["name"] for s in scenes["scenes"]} == {"red", "blue"}
+    table = modomo("scenes", "list", "--job", job["id"][:8], data_dir=data)
+    assert table.returncode == 0 and "2 of 2 scenes" in table.stdout
+    first = scenes["scenes"][0]
+    one = modomo("scenes", "show", first["id"][:10], data_dir=data)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert first["id"] in one.stdout and "0 objects" in one.stdout
+    assert first["colors"]["palette"][0]["name"] in one.stdout
+    record = json.loads(modomo("scenes", "show", first["id"], "--json", data_dir=data).stdout)
+    assert record["colors"] == first["colors"] and record["detected_objects"] == []

@@ -56,6 +56,7 @@ def scene_record(scene: Scene, objects: int | None = None) -> dict[str, Any]:
         "depth_model": scene.depth_model,
         "depth_info": scene.depth_info,
         "metadata": scene.meta,
+        "reviewed_at": _iso(scene.reviewed_at),
         "created_at": _iso(scene.created_at),
         "updated_at": _iso(scene.updated_at),
     }
@@ -82,6 +83,7 @@ def object_record(obj: DetectedObject, include_mask: bool = True) -> dict[str, A
         "depth_max": obj.depth_max,
         "colors": obj.colors,
         "models": obj.models,
+        "labelled_by": obj.source,
         "created_at": _iso(obj.created_at),
     }
     if include_mask:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -36,12 +36,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="List, inspect and cancel jobs.", no_args_is_help=True)
+scenes_app = typer.Typer(
+    help="Scenes and what the pipeline found in them (palette, objects, labels, failures).",
+    no_args_is_help=True,
+)
 db_app = typer.Typer(help="The job and dataset database.", no_args_is_help=True)
 models_app = typer.Typer(help="Model weights in the local cache.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed in the database).", no_args_is_help=True)
 scrape_app = typer.Typer(help="Crawl image galleries into scenes.", no_args_is_help=True)
 import_app = typer.Typer(help="Import datasets as scenes.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(scenes_app, name="scenes")
 app.add_typer(scrape_app, name="scrape")
 app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
@@ -1470,12 +1475,43 @@ def jobs_list(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (whole ids: every command that takes one also takes a unique
+    prefix)."""
     from modomo.console import console, job_table
     from modomo.jobs import list_jobs
 
-    console.print(job_table(list_jobs(status=status, job_type=job_type, limit=limit)))
+    jobs = list_jobs(status=status, job_type=job_type, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps(jobs, indent=2) + "\n")
+        return
+    console.print(job_table(jobs))
+
+
+def _unique_id(text: str, column: Any, what: str) -> uuid.UUID:
+    """The id ``text`` names: a whole uuid, or a prefix of exactly one (at least 4 hex
+    digits, dashes as printed or not).
+
+    Raises:
+        typer.Exit: no such id, or a prefix several ids share (one line).
+    """
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.lower().replace("-", "")
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        raise _fail(f"{what} {text!r}: give its id or at least 4 hex digits of it", 1)
+    from modomo.db.session import session_scope
+
+    with session_scope() as session:
+        matches = [i for i in session.scalars(select(column)) if i.hex.startswith(prefix)]
+    if not matches:
+        raise _fail(f"no {what} id starts with {text!r}", 1)
+    if len(matches) > 1:
+        raise _fail(f"{len(matches)} {what}s start with {text!r}; give more of the id", 1)
+    return uuid.UUID(str(matches[0]))
 
 
 @jobs_app.command("show")
@@ -1483,12 +1519,13 @@ def jobs_show(
     job_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
-    """Show a job's record and its failures."""
+    """Show a job's record and its failures (JOB_ID: the id or a unique prefix of it)."""
     from modomo.console import console, failures_table, job_table
+    from modomo.db.models import Job
     from modomo.jobs import JobNotFound, describe_job
 
     try:
-        job = describe_job(job_id)
+        job = describe_job(_unique_id(job_id, Job.id, "job"))
     except JobNotFound as exc:
         raise _fail(str(exc), 1) from None
     if as_json:
@@ -1499,14 +1536,112 @@ def jobs_show(
         console.print(failures_table(job["failures"]))
 
 
+@scenes_app.command("list")
+def scenes_list(
+    job: Annotated[str | None, typer.Option("--job", help="Only this job's scenes.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="ingested, or failed (an unusable image).")
+    ] = None,
+    room_type: Annotated[str | None, typer.Option(help="Only this room type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """List scenes, newest first: status, room type, objects found and palette."""
+    from modomo.catalog import list_scenes
+    from modomo.console import console, palette_text
+    from modomo.db.models import Job
+
+    _ensure_database(get_settings())
+    job_id = _unique_id(job, Job.id, "job") if job else None
+    scenes, total = list_scenes(status=status, room_type=room_type, job_id=job_id, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps({"total": total, "scenes": scenes}, indent=2) + "\n")
+        return
+    table = Table(
+        Column("id", no_wrap=True, min_width=36),
+        "input",
+        "status",
+        "room type",
+        "objects",
+        "palette",
+        title=f"{len(scenes)} of {total} scenes",
+    )
+    for scene in scenes:
+        table.add_row(
+            scene["id"],
+            scene["source_key"],
+            scene["status"],
+            scene["room_type"] or "-",
+            str(scene["objects"]),
+            palette_text(scene["colors"]),
+        )
+    console.print(table)
+
+
+@scenes_app.command("show")
+def scenes_show(
+    scene_id: Annotated[str, typer.Argument(help="A scene id or a unique prefix of it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Show one scene: palette, classification, depth, detected objects and failures."""
+    from modomo.catalog import get_scene
+    from modomo.console import console, palette_text
+    from modomo.db.models import Scene
+
+    _ensure_database(get_settings())
+    record = get_scene(_unique_id(scene_id, Scene.id, "scene"))
+    if as_json:
+        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+        return
+    summary = Table.grid(padding=(0, 2))
+    depth = record["depth_info"] or {}
+    labels = record["classification"] or {}
+    for label, value in (
+        ("scene", record["id"]),
+        ("input", record["source_key"]),
+        ("size", f"{record['width']}x{record['height']}"),
+        ("status", record["status"]),
+        ("palette", palette_text(record["colors"])),
+        *(
+            (name, f"{labels[name]['label']} ({labels[name]['probability']:.2f})")
+            for name in ("room_type", "style", "scene_type")
+            if isinstance(labels.get(name), dict)
+        ),
+        ("depth", f"{depth['unit']} {depth['min']:.3g}-{depth['max']:.3g}" if depth else "-"),
+        ("reviewed", record["reviewed_at"] or "no (the models' labels)"),
+    ):
+        summary.add_row(f"[bold]{label}", value)
+    console.print(summary)
+    objects = Table(
+        "category", "confidence", "bbox (x, y, w, h)", "mask px", "depth", "by",
+        title=f"{len(record['detected_objects'])} objects",
+    )  # fmt: skip
+    for obj in record["detected_objects"]:
+        objects.add_row(
+            obj["category"],
+            f"{obj['confidence']:.2f}",
+            ", ".join(f"{v:.0f}" for v in obj["bbox"]),
+            str(obj["mask_area"] or "-"),
+            "-" if obj["depth_median"] is None else f"{obj['depth_median']:.3g}",
+            obj["labelled_by"],
+        )
+    console.print(objects)
+    if record["failures"]:
+        failures = Table("job", "stage", "reason", title="failures")
+        for failure in record["failures"]:
+            failures.add_row(failure["job_id"] or "-", failure["stage"], failure["error"])
+        console.print(failures)
+
+
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job: queued batches are revoked, running ones stop at the next scene."""
     from modomo.console import console
+    from modomo.db.models import Job
     from modomo.jobs import JobNotFound, cancel_job
 
     try:
-        status = cancel_job(job_id)
+        status = cancel_job(_unique_id(job_id, Job.id, "job"))
     except JobNotFound as exc:
         raise _fail(str(exc), 1) from None
     console.print(f"job {job_id}: {status}")

@@ -143,7 +143,16 @@ def palette_text(colors: dict[str, Any] | None) -> Text:
 
 def job_table(jobs: list[dict[str, Any]]) -> Table:
     """Jobs as a table (records from :func:`modomo.jobs.job_record`)."""
-    table = Table("id", "type", "status", "done", "failed", "total", "created", "message")
+    table = Table(
+        Column("id", no_wrap=True, min_width=36),  # whole: it is what the other commands take
+        "type",
+        "status",
+        "done",
+        "failed",
+        "total",
+        "created",
+        "message",
+    )
     for job in jobs:
         table.add_row(
             job["id"],
