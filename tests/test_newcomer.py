@@ -238,3 +238,20 @@ def test_results_from_the_cli_without_the_api(tmp_path: Path) -> None:
     assert first["colors"]["palette"][0]["name"] in one.stdout
     record = json.loads(modomo("scenes", "show", first["id"], "--json", data_dir=data).stdout)
     assert record["colors"] == first["colors"] and record["detected_objects"] == []
+
+
+def test_the_failure_table_shows_the_input_given_this_time(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(first / "kitchen.png")
+    (second / "kitchen-copy.png").write_bytes((first / "kitchen.png").read_bytes())
+    assert modomo("process", str(first), "--pipeline", "colors", data_dir=data).returncode == 0
+    # the same image given again under another name, to a job that fails it (no weights)
+    done = modomo("process", str(second), "--pipeline", "detect", data_dir=data)
+    assert done.returncode == 1, done.stdout + done.stderr
+    table = done.stdout[done.stdout.index("failed scenes") :]
+    assert "kitchen-copy.png" in table and "first/kitchen.png" not in table

@@ -258,6 +258,8 @@ class JobScene(Base):
         Uuid, ForeignKey("scenes.id", ondelete="CASCADE"), primary_key=True
     )
     status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING)
+    # the input as this job was given it (the scene's source_key is where it was first stored)
+    input: Mapped[str | None] = mapped_column(String(2048))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

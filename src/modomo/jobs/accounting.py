@@ -301,8 +301,17 @@ def record_failures(
             )
 
 
-def add_scenes(session: Session, job_id: uuid.UUID, scene_ids: Sequence[uuid.UUID]) -> int:
-    """Put scenes in a job (pending) and add them to its total; returns how many were new."""
+def add_scenes(
+    session: Session,
+    job_id: uuid.UUID,
+    scene_ids: Sequence[uuid.UUID],
+    inputs: dict[uuid.UUID, str] | None = None,
+) -> int:
+    """Put scenes in a job (pending) and add them to its total; returns how many were new.
+
+    Args:
+        inputs: per scene, the input as the job was given it (a path, a URL), when it says.
+    """
     existing = set(
         session.scalars(
             select(JobScene.scene_id).where(
@@ -312,7 +321,11 @@ def add_scenes(session: Session, job_id: uuid.UUID, scene_ids: Sequence[uuid.UUI
     )
     new = [sid for sid in dict.fromkeys(scene_ids) if sid not in existing]
     if new:
-        session.execute(insert(JobScene), [{"job_id": job_id, "scene_id": sid} for sid in new])
+        given = inputs or {}
+        session.execute(
+            insert(JobScene),
+            [{"job_id": job_id, "scene_id": sid, "input": given.get(sid)} for sid in new],
+        )
         session.execute(
             update(Job)
             .where(Job.id == job_id)

@@ -549,8 +549,14 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
                 SceneFailure.stage,
                 SceneFailure.error,
                 SceneFailure.attempts,
+                JobScene.input,
             )
             .join(Scene, Scene.id == SceneFailure.scene_id)
+            .outerjoin(
+                JobScene,
+                (JobScene.job_id == SceneFailure.job_id)
+                & (JobScene.scene_id == SceneFailure.scene_id),
+            )
             .where(SceneFailure.job_id == jid)
             .order_by(SceneFailure.id)
             .limit(max_failures)
@@ -570,6 +576,8 @@ def describe_job(job_id: uuid.UUID | str, max_failures: int = 100) -> dict[str, 
                     "stage": r[2],
                     "error": r[3],
                     "attempts": r[4],
+                    # the input as this job was given it (source_key: where first stored)
+                    "input": r[5] or r[1],
                 }
                 for r in rows
             ],

@@ -202,6 +202,7 @@ def ingest(
     store = artifact_store()
     report = IngestReport()
     seen: set[uuid.UUID] = set()
+    given: dict[uuid.UUID, str] = {}  # each scene's input as this job names it
     failures: list[tuple[uuid.UUID, str, str]] = []
     for count, read in enumerate(_reads(inputs, settings), start=1):
         if read.error is None and read.data is not None and read.info is not None:
@@ -226,6 +227,7 @@ def ingest(
                 report.duplicates += 1
             if scene_id not in seen:
                 seen.add(scene_id)
+                given[scene_id] = read.input.source_key
                 report.scene_ids.append(scene_id)
         else:
             reason = read.error or "unknown error"
@@ -233,13 +235,14 @@ def ingest(
                 scene_id = _scene_for_failure(session, read.input)
             if scene_id not in seen:
                 seen.add(scene_id)
+                given[scene_id] = read.input.source_key
                 report.failed.append((read.input, reason))
                 failures.append((scene_id, STAGE, reason))
         if on_progress is not None:
             on_progress(count, len(inputs))
     failed_ids = [f[0] for f in failures]
     with session_scope() as session:
-        add_scenes(session, job_id, [*report.scene_ids, *failed_ids])
+        add_scenes(session, job_id, [*report.scene_ids, *failed_ids], given)
         record_failures(session, job_id, failures)
         done_ids = report.scene_ids if complete else []
         if failed_ids or done_ids:
