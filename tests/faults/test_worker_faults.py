@@ -603,8 +603,14 @@ def test_soft_and_hard_time_limits(stack: Stack, tmp_path: Path) -> None:
         lock.rollback()
         locker.close()
 
-    soft = stack.wait_job(soft_job, 60)
-    hard = stack.wait_job(hard_job, 60)
+    try:
+        soft = stack.wait_job(soft_job, 60)
+        hard = stack.wait_job(hard_job, 60)
+    except AssertionError as exc:  # what was left, for the next reader of a failed run
+        raise AssertionError(
+            f"{exc}\nqueued batches: {stack.queued_batches()}\n"
+            f"worker log (end):\n{worker.log.read_text()[-6000:]}"
+        ) from None
     hard_final_s = time.monotonic() - started
     assert stack.ping(worker.hostname), "the worker lives on"
     children_after = worker.child_pids()
