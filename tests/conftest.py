@@ -147,19 +147,13 @@ def ai_worker(
     the tiny random-weight SAM 2.1 / depth models, for one test module; yields its hostname."""
     import sys
 
-    from tests.fixture_scenes import FIXTURE_WEIGHTS
-    from tests.support import celery_worker
+    from tests.support import ai_worker_settings, celery_worker
 
     log = tmp_path_factory.mktemp("ai-worker") / "worker.log"
     with celery_worker(
         log_path=log,
         command=[sys.executable, "-m", "modomo.cli", "worker", "--ai", "--warmup"],
-        MODOMO_DEVICE="cpu",
-        MODOMO_DETECTOR_WEIGHTS=str(FIXTURE_WEIGHTS),
-        MODOMO_SEGMENTER_WEIGHTS=str(tiny_models["sam2"]),
-        MODOMO_DEPTH_WEIGHTS=str(tiny_models["depth_anything"]),
-        MODOMO_DEPTH_FALLBACK_WEIGHTS=str(tiny_models["zoedepth"]),
         MODOMO_AI_BATCH_SIZE="4",
-        MODOMO_DETECTOR_IMAGE_SIZE="256",
+        **ai_worker_settings(tiny_models),
     ) as hostname:
         yield hostname

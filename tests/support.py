@@ -54,6 +54,21 @@ def write_unique_images(folder: Path, count: int, tag: str | None = None) -> lis
     return paths
 
 
+def ai_worker_settings(models: dict[str, Path]) -> dict[str, str]:
+    """The settings of a CPU AI worker with the repo's fixture detector and the tiny
+    random-weight SAM 2.1 / depth models (``tiny_models``)."""
+    from tests.fixture_scenes import FIXTURE_WEIGHTS
+
+    return {
+        "MODOMO_DEVICE": "cpu",
+        "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
+        "MODOMO_SEGMENTER_WEIGHTS": str(models["sam2"]),
+        "MODOMO_DEPTH_WEIGHTS": str(models["depth_anything"]),
+        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(models["zoedepth"]),
+        "MODOMO_DETECTOR_IMAGE_SIZE": "256",
+    }
+
+
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """``modomo ARGS`` in a subprocess with this session's settings, 200 columns wide."""
     return subprocess.run(

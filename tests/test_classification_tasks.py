@@ -6,8 +6,6 @@ in tests/analysis/test_classify.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,12 @@ from modomo.db.session import session_scope
 from modomo.jobs import create_job
 from modomo.sources import ingest
 from modomo.sources.inputs import Input
-from tests.support import REPO, celery_worker, wait_for_job, worker_env, write_unique_images
+from tests.support import (
+    celery_worker,
+    run_cli,
+    wait_for_job,
+    write_unique_images,
+)
 
 pytestmark = pytest.mark.services
 
@@ -141,26 +144,15 @@ def test_classify_single_scene_returns_and_stores_the_labels(
         assert scene is not None and scene.classification == result
 
 
-def _modomo(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modomo.cli", *args],
-        cwd=REPO,
-        env=worker_env(COLUMNS="200"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_cli_similar(worker: str, scenes: list[uuid.UUID]) -> None:
-    done = _modomo("similar", str(scenes[2]), "-k", "3", "--json")
+    done = run_cli("similar", str(scenes[2]), "-k", "3", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(done.stdout)
     assert len(found) == 3 and str(scenes[2]) not in {f["scene_id"] for f in found}
     similarities = [f["similarity"] for f in found]
     assert similarities == sorted(similarities, reverse=True)
     assert all(-1 <= s <= 1.000001 for s in similarities)
-    missing = _modomo("similar", str(uuid.uuid4()))
+    missing = run_cli("similar", str(uuid.uuid4()))
     assert missing.returncode == 1 and "no scene" in missing.stdout
 
 
@@ -170,7 +162,7 @@ def test_process_with_classify_and_dedup_stages(
     photos = write_unique_images(tmp_path / "photos", 3, tag="pipeline")
     with Image.open(photos[0]) as original:  # a re-encoded copy: a near-duplicate
         original.convert("RGB").save(tmp_path / "photos" / "copy.jpg", quality=90)
-    done = _modomo("process", "--pipeline", "colors,classify,dedup", str(tmp_path / "photos"))
+    done = run_cli("process", "--pipeline", "colors,classify,dedup", str(tmp_path / "photos"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(classify) on the same scenes" in done.stdout
     assert "(dedup) over the whole catalogue" in done.stdout
