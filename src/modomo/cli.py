@@ -1768,10 +1768,13 @@ def _create_embedded_database(settings: Settings) -> None:
         return
     path = Path(url.database)
     if path.exists():
-        with closing(sqlite3.connect(path)) as connection:
-            found = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-            ).fetchone()
+        try:
+            with closing(sqlite3.connect(path)) as connection:
+                found = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+                ).fetchone()
+        except sqlite3.Error:  # unreadable (a full disk…): the command itself says so, in one line
+            return
         if found:
             return
     from modomo.db.migrate import upgrade
