@@ -255,3 +255,14 @@ def test_the_failure_table_shows_the_input_given_this_time(tmp_path: Path) -> No
     assert done.returncode == 1, done.stdout + done.stderr
     table = done.stdout[done.stdout.index("failed scenes") :]
     assert "kitchen-copy.png" in table and "first/kitchen.png" not in table
+
+
+@pytest.mark.services
+def test_a_job_id_prefix_on_postgresql() -> None:
+    from modomo.jobs import create_job
+
+    job_id = str(create_job("colors", {"test": "prefix"}))
+    shown = run_cli("jobs", "show", job_id[:13], "--json")  # with its dash, as printed
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["id"] == job_id
+    assert run_cli("jobs", "cancel", job_id.replace("-", "")[:12]).returncode == 0

@@ -1503,14 +1503,19 @@ def _unique_id(text: str, column: Any, what: str) -> uuid.UUID:
     prefix = text.lower().replace("-", "")
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
         raise _fail(f"{what} {text!r}: give its id or at least 4 hex digits of it", 1)
+    from sqlalchemy import String, cast, func
+
     from modomo.db.session import session_scope
 
+    # the id's hex digits whatever the backend stores (PostgreSQL uuid text has dashes,
+    # SQLite 32 hex characters): one indexed-column query, at most two rows back
+    digits = func.replace(cast(column, String), "-", "")
     with session_scope() as session:
-        matches = [i for i in session.scalars(select(column)) if i.hex.startswith(prefix)]
+        matches = list(session.scalars(select(column).where(digits.like(f"{prefix}%")).limit(2)))
     if not matches:
         raise _fail(f"no {what} id starts with {text!r}", 1)
     if len(matches) > 1:
-        raise _fail(f"{len(matches)} {what}s start with {text!r}; give more of the id", 1)
+        raise _fail(f"several {what}s start with {text!r}; give more of the id", 1)
     return uuid.UUID(str(matches[0]))
 
 

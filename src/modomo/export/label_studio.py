@@ -40,6 +40,7 @@ from modomo.analysis.masks import decode_rle
 from modomo.analysis.taxonomy import CATEGORIES
 from modomo.export.coco import _check_file_name, _check_split, normalise_rle, write_image
 from modomo.export.records import SPLITS, ExportObject, ExportScene
+from modomo.export.yolo import mask_polygon
 
 __all__ = [
     "BOX",
@@ -82,8 +83,6 @@ def object_region(obj: ExportObject, width: int, height: int) -> dict[str, Any]:
     Raises:
         ValueError: a category outside the taxonomy, a bad box, a mask of another size.
     """
-    from modomo.export.yolo import mask_polygon
-
     if obj.category not in CATEGORIES:
         raise ValueError(f"object {obj.id}: category {obj.category!r} is not in the taxonomy")
     if len(obj.bbox) != 4 or not np.all(np.isfinite(obj.bbox)):
