@@ -468,8 +468,18 @@ class Settings(BaseSettings):
         default=0,
         validation_alias=_env("ai_host_threads"),
         description=(
-            "Host threads per AI worker for decoding and per-scene post-processing while the"
-            " device runs the next batch; 0: the cores the worker may use, minus one."
+            "Host processes (or threads, see MODOMO_AI_HOST_PROCESSES) per AI worker for"
+            " decoding and per-scene post-processing while the device runs the next batch;"
+            " 0: the cores the worker may use, minus one."
+        ),
+    )
+    ai_host_processes: bool = Field(
+        default=True,
+        validation_alias=_env("ai_host_processes"),
+        description=(
+            "Run the AI worker's host work in MODOMO_AI_HOST_THREADS separate processes, each"
+            " scene decoded and finished in one of them (scales across cores: palettes and"
+            " RLE hold the GIL); false: threads in the worker process, less memory."
         ),
     )
     ai_batches_in_flight: Annotated[int, Field(ge=1, le=16)] = Field(

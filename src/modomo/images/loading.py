@@ -102,7 +102,7 @@ class ImageInfo:
         mime: MIME type, e.g. ``"image/jpeg"`` (MPO is reported as ``"image/jpeg"``).
         width: Width in pixels. From :func:`probe_image` this is the stored width (before
             EXIF orientation); in :attr:`LoadedImage.info` it is the upright width,
-            i.e. ``rgb.shape[1]``.
+            i.e. ``rgb.shape[1]`` (times :attr:`LoadedImage.reduction`, rounded up).
         height: Height in pixels, with the same convention as ``width``.
         frames: Number of frames (1 for still images; >1 for animations, multi-page TIFF,
             MPO).
@@ -126,12 +126,22 @@ class LoadedImage:
             (alpha > 0); ``None`` when the image has no transparency (no alpha channel or
             transparent colour key, or every pixel has alpha > 0).
         info: Header information; ``info.width``/``info.height`` describe the upright image
-            (``rgb.shape[1]``/``rgb.shape[0]``).
+            (``rgb.shape[1]``/``rgb.shape[0]`` when ``reduction`` is 1).
+        reduction: 1, or 2, 4 or 8 when ``rgb`` is the image decoded at that fraction of its
+            size (``load_image(reduced=...)``): ``rgb`` is then ``(ceil(H / reduction),
+            ceil(W / reduction), 3)``, its pixel ``(r, c)`` about the mean of the block of
+            image pixels ``(r * reduction ..., c * reduction ...)``.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     info: ImageInfo
+    reduction: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The upright image's ``(height, width)`` in pixels, whatever its reduction."""
+        return self.info.height, self.info.width
 
 
 def sniff_mime(data: bytes | bytearray | memoryview) -> str | None:
@@ -192,7 +202,11 @@ def probe_image(data: bytes | bytearray | memoryview, *, max_pixels: int) -> Ima
 
 
 def load_image(
-    data: bytes | bytearray | memoryview, *, max_pixels: int, device: str | None = None
+    data: bytes | bytearray | memoryview,
+    *,
+    max_pixels: int,
+    device: str | None = None,
+    reduced: tuple[int, int] | None = None,
 ) -> LoadedImage:
     """Decode an image (first frame) into an upright RGB array and an optional opacity mask.
 
@@ -210,6 +224,12 @@ def load_image(
         device: a CUDA torch device (``cuda``, ``cuda:N``) to decode complete JPEGs on with
             nvJPEG (torchvision's ``decode_jpeg``), the pixels then copied to the host; any
             other value, or a failure there, decodes on the CPU.
+        reduced: ``(long, short)``: a JPEG decoded on the CPU comes at the smallest of 1/2,
+            1/4 and 1/8 of its size whose longer side is still at least ``long`` and its
+            shorter at least ``short`` pixels (libjpeg's DCT scaling, which skips most of
+            the decoding: a 12-megapixel photo in a third of the time), see
+            :attr:`LoadedImage.reduction`; other images, and JPEGs too small to reduce,
+            come whole.
 
     Returns:
         The decoded image; see :class:`LoadedImage` for shapes and dtypes.
@@ -223,10 +243,15 @@ def load_image(
     """
     im, info = _open_checked(data, max_pixels)
     try:
-        rgb = _decode_jpeg(data, im, device)
-        if rgb is not None:
-            height, width = rgb.shape[:2]
-            return LoadedImage(rgb=rgb, alpha=None, info=replace(info, width=width, height=height))
+        decoded = _decode_jpeg(data, im, device, reduced)
+        if decoded is not None:
+            rgb, reduction, (height, width) = decoded
+            return LoadedImage(
+                rgb=rgb,
+                alpha=None,
+                info=replace(info, width=width, height=height),
+                reduction=reduction,
+            )
         with _converting_errors(max_pixels):
             im.load()
             _check_size(im.size, max_pixels)  # a GIF frame may enlarge the canvas
@@ -280,10 +305,14 @@ def _open_checked(
 
 
 def _decode_jpeg(
-    data: bytes | bytearray | memoryview, im: Image.Image, device: str | None = None
-) -> np.ndarray | None:
-    """A complete RGB or greyscale JPEG decoded upright by OpenCV, or on a CUDA device by
-    nvJPEG; None for anything else.
+    data: bytes | bytearray | memoryview,
+    im: Image.Image,
+    device: str | None = None,
+    reduced: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, int, tuple[int, int]] | None:
+    """A complete RGB or greyscale JPEG decoded upright by OpenCV (at a reduced size, see
+    :func:`load_image`), or on a CUDA device by nvJPEG; with its reduction and the upright
+    ``(height, width)``; None for anything else.
 
     OpenCV's libjpeg-turbo writes straight into the array it returns (and applies the EXIF
     orientation), where Pillow's RGB goes through two more full-size copies: 12-megapixel
@@ -300,16 +329,29 @@ def _decode_jpeg(
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
             width, height = height, width
     rgb = None
+    reduction = 1
     if device is not None and device.startswith("cuda"):
         with suppress(Exception):  # no nvJPEG, a file it refuses: decode on the CPU
             rgb = _decode_jpeg_torch(data, device)
     if rgb is None:
         import cv2  # here: the API and the CLI never decode, and OpenCV takes a while to import
 
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    if rgb is None or rgb.shape != (height, width, 3):
+        if reduced is not None:
+            long, short = reduced
+            for factor in (8, 4, 2):
+                if max(width, height) // factor >= long and min(width, height) // factor >= short:
+                    reduction = factor
+                    break
+        flags = {1: 0, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
+            reduction, cv2.IMREAD_REDUCED_COLOR_8
+        )
+        # the reduced modes include IMREAD_COLOR (BGR), which excludes IMREAD_COLOR_RGB
+        flags = (flags & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    expected = (-(-height // reduction), -(-width // reduction), 3)
+    if rgb is None or rgb.shape != expected:
         return None
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), reduction, (height, width)
 
 
 def _decode_jpeg_torch(data: bytes | bytearray | memoryview, device: str) -> np.ndarray:

@@ -28,3 +28,9 @@ class StageClock:
             elapsed = time.perf_counter() - started
             with self._lock:
                 self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+
+    def add(self, seconds: dict[str, float]) -> None:
+        """Add seconds by stage measured elsewhere (a host process's)."""
+        with self._lock:
+            for name, value in seconds.items():
+                self.seconds[name] = self.seconds.get(name, 0.0) + value

@@ -27,8 +27,9 @@ import supervision as sv
 
 from modomo.analysis.depth import DepthMap
 from modomo.batching import is_interrupt, map_with_backoff
-from modomo.images import LoadedImage
+from modomo.images import LoadedImage, load_image
 from modomo.inference.clock import StageClock
+from modomo.inference.host_processes import FinishSpec, HostedScene, HostProcesses
 from modomo.inference.scene import (
     MASKS_KEY,
     SAMPLE_PIXELS,
@@ -41,7 +42,14 @@ from modomo.models.detectors import empty_detections
 from modomo.models.device import empty_cache, is_oom
 from modomo.models.registry import ModelRegistry
 
-__all__ = ["DEPTH_SHORT_SIDE", "INPUT_SIDE", "DetectionPipeline", "SceneInput"]
+__all__ = [
+    "DEPTH_SHORT_SIDE",
+    "INPUT_SIDE",
+    "DetectionPipeline",
+    "SceneInput",
+    "reduced_view",
+    "view_to_scene",
+]
 
 INPUT_SIDE = 1024
 """Longer side, in pixels, of the models' copy of a scene (SAM 2.1's 1024x1024 input)."""
@@ -67,13 +75,32 @@ class SceneInput:
     @property
     def size(self) -> tuple[int, int]:
         """The scene's ``(height, width)`` in pixels."""
-        height, width = self.image.rgb.shape[:2]
-        return height, width
+        return self.image.size
 
     def to_scene(self) -> np.ndarray:
         """(4,) float32 factors taking xyxy boxes from the view's pixels to the scene's."""
-        (height, width), (h, w) = self.size, self.view.shape[:2]
-        return np.array([width / w, height / h, width / w, height / h], np.float32)
+        return view_to_scene(self.size, self.view.shape[:2])
+
+
+def view_to_scene(size: tuple[int, int], view: tuple[int, int]) -> np.ndarray:
+    """(4,) float32 factors taking xyxy boxes from a view's pixels (``view``: its
+    ``(h, w)``) to its scene's (``size``: ``(height, width)``)."""
+    (height, width), (h, w) = size, view
+    return np.array([width / w, height / h, width / w, height / h], np.float32)
+
+
+def reduced_view(rgb: np.ndarray, input_side: int) -> np.ndarray:
+    """The models' copy of an (H, W, 3) uint8 image: longer side ``input_side`` and shorter
+    side at least :data:`DEPTH_SHORT_SIDE`, area-averaged (OpenCV ``INTER_AREA``); the
+    array itself when it is no larger."""
+    import cv2  # here: the API and the CLI import this package but never prepare scenes
+
+    height, width = rgb.shape[:2]
+    scale = max(input_side / max(height, width), DEPTH_SHORT_SIDE / min(height, width))
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 class DetectionPipeline:
@@ -89,6 +116,8 @@ class DetectionPipeline:
         input_side: longer side of the models' copy of a scene (at least :data:`INPUT_SIDE`
             and the detector's input size).
         clock: where the stages' seconds are summed (``bench/ai_host.py``).
+        hosts: host processes that :meth:`decode` and :meth:`finish` scenes (None: this
+            process does, on whatever thread calls them).
     """
 
     def __init__(
@@ -101,8 +130,10 @@ class DetectionPipeline:
         sample_pixels: int = SAMPLE_PIXELS,
         input_side: int = INPUT_SIDE,
         clock: StageClock | None = None,
+        hosts: HostProcesses | None = None,
     ) -> None:
         self.models = models
+        self.hosts = hosts
         self.stages = tuple(stages)
         self.batch_size = batch_size
         self.palette_size = palette_size
@@ -164,19 +195,47 @@ class DetectionPipeline:
         Args:
             image: the decoded scene.
         """
-        import cv2  # here: the API and the CLI import this package but never prepare scenes
-
         with self.clock.measure("prepare"):
-            height, width = image.rgb.shape[:2]
-            scale = max(self.input_side / max(height, width), DEPTH_SHORT_SIDE / min(height, width))
-            if scale >= 1:
-                return SceneInput(image, image.rgb)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            return SceneInput(image, cv2.resize(image.rgb, size, interpolation=cv2.INTER_AREA))
+            return SceneInput(image, reduced_view(image.rgb, self.input_side))
+
+    def decode(self, data: bytes, *, max_pixels: int) -> SceneInput | HostedScene:
+        """Decode an image file's bytes and :meth:`prepare` it: in a host process when the
+        pipeline has them (the scene stays there for :meth:`finish`), else here. A JPEG is
+        decoded on a CUDA device when the models run on one, else on the CPU at the
+        smallest DCT scale that still covers the models' copy (``reduced``, see
+        :func:`~modomo.images.load_image`): a 12-megapixel photo at half its size, whose
+        pixels the palettes then sample.
+
+        Args:
+            data: the complete file.
+            max_pixels: largest accepted ``width * height``.
+
+        Raises:
+            ImageError: the image is not usable.
+            HostProcessError: the host process ended.
+        """
+        device = self.models.device
+        on_device = str(device).startswith("cuda") and bytes(data[:2]) == b"\xff\xd8"
+        if self.hosts is None or on_device:
+            with self.clock.measure("decode"):
+                image = load_image(
+                    data,
+                    max_pixels=max_pixels,
+                    device=device,
+                    reduced=(self.input_side, DEPTH_SHORT_SIDE),
+                )
+            if self.hosts is None:
+                return self.prepare(image)
+            return self.hosts.load(
+                image, max_pixels=max_pixels, input_side=self.input_side, clock=self.clock
+            )
+        return self.hosts.load(
+            data, max_pixels=max_pixels, input_side=self.input_side, clock=self.clock
+        )
 
     def infer(
         self,
-        images: Sequence[SceneInput],
+        images: Sequence[SceneInput | HostedScene],
         boxes: Sequence[sv.Detections | None] | None = None,
     ) -> list[Inferred | BaseException]:
         """Run the models on a batch, ``batch_size`` images per call (see :meth:`run`).
@@ -199,23 +258,31 @@ class DetectionPipeline:
             results.extend(inferred)
         return results
 
-    def finish(self, scene: SceneInput, inferred: Inferred) -> SceneResult:
-        """One scene's rows, depth PNG and palettes (CPU; safe on any thread).
+    def finish(self, scene: SceneInput | HostedScene, inferred: Inferred) -> SceneResult:
+        """One scene's rows, depth PNG and palettes (CPU; safe on any thread), in the host
+        process holding the scene when it is a :class:`HostedScene`.
 
         Raises:
+            HostProcessError: the host process ended or no longer holds the scene.
             Exception: with the stage it failed at noted on it.
         """
+        spec = FinishSpec(self.stages, self.model_labels(), self.palette_size, self.sample_pixels)
+        if isinstance(scene, HostedScene):
+            assert self.hosts is not None
+            return self.hosts.finish(scene, inferred, spec, self.clock)
         return finish_scene(
             scene.image,
             inferred,
-            self.stages,
-            self.model_labels(),
-            palette_size=self.palette_size,
-            sample_pixels=self.sample_pixels,
+            spec.stages,
+            spec.model_labels,
+            palette_size=spec.palette_size,
+            sample_pixels=spec.sample_pixels,
             clock=self.clock,
         )
 
-    def _infer(self, chunk: Sequence[tuple[SceneInput, sv.Detections | None]]) -> list[Inferred]:
+    def _infer(
+        self, chunk: Sequence[tuple[SceneInput | HostedScene, sv.Detections | None]]
+    ) -> list[Inferred]:
         views = [scene.view for scene, _ in chunk]
         sizes = [scene.size for scene, _ in chunk]
         detections: list[sv.Detections] = [

@@ -121,7 +121,9 @@ def finish_scene(
     """Turn one scene's model outputs into its rows, depth PNG and palettes.
 
     Args:
-        image: the decoded scene ((H, W, 3) uint8 RGB, optional alpha).
+        image: the decoded scene ((H, W, 3) uint8 RGB, optional alpha), possibly at a
+            reduced size (:attr:`~modomo.images.LoadedImage.reduction`): masks, boxes and
+            depth describe the whole image, palettes come from the decoded pixels.
         inferred: its model outputs.
         stages: the pipeline's stages.
         model_labels: ``{role: name@version}`` of the detector and segmenter.
@@ -138,8 +140,8 @@ def finish_scene(
     """
     clock = clock or StageClock()
     result = SceneResult()
-    rgb = image.rgb
-    height, width = rgb.shape[:2]
+    rgb, reduction = image.rgb, image.reduction
+    height, width = image.size
     depth = inferred.depth
     if depth is not None:
         with stage("depth"), clock.measure("depth"):
@@ -201,7 +203,11 @@ def finish_scene(
                     row["depth_median"], row["depth_min"], row["depth_max"] = stats
         if "colors" in stages and rows.size:
             with stage("colors"), clock.measure("colors"):
-                pixels = pixels_at(rgb, rows * width + cols)
+                if reduction == 1:
+                    pixels = pixels_at(rgb, rows * width + cols)
+                else:  # the decoded pixel covering each sampled one
+                    flat = (rows // reduction) * rgb.shape[1] + cols // reduction
+                    pixels = pixels_at(rgb, flat)
                 row["colors"] = extract_palette(pixels[None], k=palette_size).to_dict()
         result.objects.append(row)
     return result

@@ -40,11 +40,13 @@ from modomo.inference import (
     INPUT_SIDE,
     STAGES,
     DetectionPipeline,
-    SceneInput,
+    HostProcessError,
+    HostProcesses,
     SceneResult,
     default_host_threads,
     failed_stage,
     host_pool,
+    host_processes,
     parse_stages,
     pipelined,
 )
@@ -59,7 +61,6 @@ from modomo.tasks.base import (
     RETRY,
     UNUSABLE,
     BatchTask,
-    load_scene_image,
     start_job,
     stop_at_soft_limit,
 )
@@ -72,6 +73,15 @@ STAGE = "detect"
 AI_QUEUES = ("ai_processing", "detection")
 
 
+def _host_count() -> int:
+    return get_settings().ai_host_threads or default_host_threads()
+
+
+def _hosts() -> HostProcesses | None:
+    """This worker child's host processes, or None when the host work runs on threads."""
+    return host_processes(_host_count()) if get_settings().ai_host_processes else None
+
+
 def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
     from modomo.models.registry import registry
 
@@ -82,6 +92,7 @@ def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
         batch_size=settings.ai_batch_size,
         palette_size=settings.palette_size,
         input_side=max(INPUT_SIDE, settings.detector_image_size),
+        hosts=_hosts(),
     )
 
 
@@ -186,20 +197,26 @@ def process_scenes_batch(
             keys = {row.id: row.image_key for row in rows}
         given = {} if redetect else _stored_detections(ids)
 
-        def load(sid: uuid.UUID) -> SceneInput:
+        settings = get_settings()
+
+        def load(sid: uuid.UUID) -> Any:
             key = keys.get(sid)
             if not key:
                 raise LookupError(f"scene {sid} has no stored image")
-            return pipeline.prepare(load_scene_image(key, pipeline.models.device))
+            data = artifact_store().get_bytes(key)
+            return pipeline.decode(data, max_pixels=settings.max_image_pixels)
 
-        def infer(scenes: list[SceneInput], chunk: list[uuid.UUID]) -> list[Any]:
+        def infer(scenes: list[Any], chunk: list[uuid.UUID]) -> list[Any]:
             return pipeline.infer(scenes, [given.get(sid) for sid in chunk])
 
-        def finish(sid: uuid.UUID, scene: SceneInput, inferred: Any) -> Any:
+        def finish(sid: uuid.UUID, scene: Any, inferred: Any) -> Any:
             result = pipeline.finish(scene, inferred)
             return result, _scene_values(sid, result)
 
-        settings = get_settings()
+        if pipeline.hosts is not None:
+            pipeline.hosts.new_session()
+        # with host processes, the threads only read, write and wait on them: two per process
+        threads = _host_count() * (2 if pipeline.hosts is not None else 1)
         size = pipeline.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
         counted: set[uuid.UUID] = set()
@@ -210,7 +227,7 @@ def process_scenes_batch(
             load,
             infer,
             finish,
-            host_pool(settings.ai_host_threads or default_host_threads()),
+            host_pool(threads),
             lookahead=settings.ai_batches_in_flight,
             finishing=settings.ai_batches_in_flight,
             started=entered.extend,
@@ -232,6 +249,8 @@ def process_scenes_batch(
                     if outcome.at_load:
                         if isinstance(error, ImageError):
                             reporter.failed(sid, str(error), UNUSABLE)
+                        elif isinstance(error, HostProcessError):
+                            reporter.failed(sid, str(error))
                         else:
                             reporter.failed(sid, f"missing input: {error}")
                         continue
@@ -374,7 +393,10 @@ def _warm_up(**_: Any) -> None:
     # In the worker child, after the fork: load the models before the first task when asked.
     from modomo.tasks.child import consumes
 
-    if consumes(AI_QUEUES) and get_settings().ai_warmup:
+    if not consumes(AI_QUEUES):
+        return
+    _hosts()  # started now: their imports overlap the models' loading
+    if get_settings().ai_warmup:
         from modomo.models.registry import registry
 
         try:
