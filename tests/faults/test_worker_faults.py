@@ -305,6 +305,23 @@ class Worker:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
         return {int(pid) for pid in out.stdout.split()}
 
+    def host_pids(self) -> set[int]:
+        """The pool children's own children: an AI worker's host processes."""
+        found: set[int] = set()
+        for child in self.child_pids():
+            out = subprocess.run(["pgrep", "-P", str(child)], capture_output=True, text=True)
+            found.update(int(pid) for pid in out.stdout.split())
+        return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, or a pid gone, counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
 
 def kill_tree(pid: int) -> None:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
@@ -511,8 +528,12 @@ def test_killed_ai_worker_counts_each_scene_once(
     # the worker counts the batch's first scene, then waits on the second's read
     wait_until(lambda: stack.scene_done(job_id, doomed_batch[0]), 120, "the batch's 1st scene")
     counted_before = sum(stack.scene_done(job_id, s) for s in doomed_batch)
+    hosts = doomed.host_pids()
+    assert hosts, "the AI worker child started no host process"
     doomed.kill()
     killed_at = time.monotonic()
+    # its host processes see their pipe close and end with it
+    wait_until(lambda: not any(alive(pid) for pid in hosts), 20, "the host processes to end")
     stall.release()
     time.sleep(max(0.0, killed_at + KILL_VISIBILITY_S + 0.5 - time.monotonic()))
     stack.worker("ai-replacement", queue=AI_QUEUE, **ai)
@@ -543,6 +564,77 @@ def test_killed_ai_worker_counts_each_scene_once(
         kill_to_completed_s=round(time.monotonic() - killed_at, 1),
         objects=objects[0],
         job=[job["status"], job["processed"], job["failed"], job["total"]],
+    )
+
+
+def ai_env(tiny_models: dict[str, Path], **extra: str) -> dict[str, str]:
+    """An AI worker's settings: the fixture detector and the tiny random models, on the CPU."""
+    from tests.fixture_scenes import FIXTURE_WEIGHTS
+
+    return {
+        "MODOMO_DEVICE": "cpu",
+        "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
+        "MODOMO_SEGMENTER_WEIGHTS": str(tiny_models["sam2"]),
+        "MODOMO_DEPTH_WEIGHTS": str(tiny_models["depth_anything"]),
+        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(tiny_models["zoedepth"]),
+        **extra,
+    }
+
+
+def test_killed_host_process_fails_only_the_scenes_it_held(
+    stack: Stack, tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    """A host process SIGKILLed (the OOM killer) while its worker waits on a read: the
+    scenes it held fail with the reason, the others complete, nothing stays pending, the
+    worker lives on and its next job completes whole on a fresh host process."""
+    from tests.fixture_scenes import synthetic_scenes
+
+    def folder_of(name: str, seed: int) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for index, (rgb, _, _) in enumerate(synthetic_scenes(8, seed=seed)):
+            (folder / f"{index:02d}.png").write_bytes(encode(rgb))
+        return folder
+
+    ai = ai_env(tiny_models, MODOMO_AI_BATCH_SIZE="1", MODOMO_AI_HOST_THREADS="1", **KILL_LIMITS)
+    first = folder_of("host-killed", 43)
+    client = stack.process(first, "--pipeline", "full", "--batch-size", "8", "--no-wait", **ai)
+    job_id = stack.job_id(client, first)
+    assert client.wait(60) == 0, stack.client_log(first)
+    wait_until(lambda: len(stack.queued_batches(AI_QUEUE)) == 1, 30, "the batch")
+    (batch,) = stack.queued_batches(AI_QUEUE)
+    stall = stack.stall(batch[1])
+    worker = stack.worker("ai-hosts", queue=AI_QUEUE, **ai)
+    wait_until(lambda: stack.scene_done(job_id, batch[0]), 120, "the batch's 1st scene")
+    time.sleep(3)  # the scene after the stalled one is read ahead and held by the host process
+    (host,) = worker.host_pids()
+    os.kill(host, signal.SIGKILL)
+    stall.release()
+    job = stack.wait_job(job_id, timeout=240)
+    counts = stack.integrity(job_id)
+    reasons = [
+        r[0] for r in stack.query("SELECT error FROM scene_failures WHERE job_id = :j", j=job_id)
+    ]
+    assert job["status"] == "completed" and job["total"] == 8, job
+    # the one scene read ahead, if it was, failed with its host process
+    assert job["processed"] + job["failed"] == 8 and job["failed"] <= 1, job
+    assert counts["pending"] == 0 and counts["job_scene_rows"] == 8
+    assert len(reasons) == job["failed"]
+    assert all("host process" in reason for reason in reasons), reasons
+    assert worker.process.poll() is None and stack.ping(worker.hostname)
+    (replacement,) = worker.host_pids()
+    assert replacement != host
+
+    second = folder_of("host-replaced", 47)
+    client = stack.process(second, "--pipeline", "full", "--batch-size", "8", "--no-wait", **ai)
+    again = stack.wait_job(stack.job_id(client, second), timeout=240)
+    assert (again["status"], again["processed"], again["failed"]) == ("completed", 8, 0), again
+    record(
+        "host_process_sigkill_mid_batch",
+        scenes=8,
+        failed_with_the_host=job["failed"],
+        reasons=sorted(set(reasons)),
+        next_job=[again["status"], again["processed"], again["failed"]],
     )
 
 

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from modomo.analysis.masks import BoxMask, box_region, clip_masks_to_boxes
 from modomo.models import resolve
-from modomo.models.segmenter import BOX_MARGIN, Sam2Segmenter, bilinear_taps, paste_in_region
+from modomo.models.segmenter import (
+    BOX_MARGIN,
+    Sam2Segmenter,
+    bilinear_taps,
+    masks_from_logits,
+    paste_in_region,
+    paste_masks,
+)
 from tests.fixture_scenes import synthetic_scenes
 
 
@@ -43,6 +50,32 @@ def test_a_pasted_region_equals_the_full_upsampling_clipped(smoothing: int) -> N
             assert crop.flags.f_contiguous  # COCO's column order
             pasted = BoxMask(region[0], region[1], crop, height, width).to_full()
             assert iou(pasted, expected) >= 0.99
+
+
+@pytest.mark.parametrize("smoothing", [1, 9])
+def test_a_pending_mask_keeps_only_the_window_its_region_reads(smoothing: int) -> None:
+    """Pasting from the kept window equals pasting from the whole grid, pixel for pixel,
+    boxes at and beyond the image border and empty ones included; the window is what a host
+    process is sent."""
+    rng = np.random.default_rng(100 + smoothing)
+    for _ in range(30):
+        height, width = (int(v) for v in rng.integers(5, 3000, 2))
+        noise = torch.from_numpy(rng.normal(size=(12, 1, 256, 256)).astype(np.float32))
+        logits = F.avg_pool2d(noise, smoothing, 1, smoothing // 2)[:, 0]
+        corners = rng.uniform(-40, max(height, width) + 40, (12, 2, 2))
+        boxes = np.sort(corners, axis=1).transpose(0, 2, 1).reshape(12, 4)[:, [0, 2, 1, 3]]
+        boxes[0] = [width + 5, 0, width + 50, 10]  # wholly outside: an empty region
+        pending = masks_from_logits(logits, boxes.astype(np.float32), (height, width))
+        whole = paste_masks(logits.numpy(), boxes, (height, width))
+        for mask, expected in zip(pending, whole, strict=True):
+            pasted = mask.paste()
+            assert (pasted.x, pasted.y) == (expected.x, expected.y)
+            assert np.array_equal(pasted.crop, expected.crop)
+            region = box_region(mask.box, height, width, BOX_MARGIN)
+            area = (region[2] - region[0]) * (region[3] - region[1])
+            # the window grows with the region's share of the image, plus a cell per side
+            share = area / (height * width)
+            assert mask.logits.size <= share * 256 * 256 + 4 * 257 + 4
 
 
 def test_sam_masks_equal_post_process_masks_on_test_images(tiny_models: dict[str, Path]) -> None:

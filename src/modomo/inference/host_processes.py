@@ -13,8 +13,8 @@ logits and the rows.
 Our own code rather than :mod:`multiprocessing` or :class:`~concurrent.futures.ProcessPoolExecutor`:
 a Celery prefork child is a daemonic process, which those refuse to give children; their
 workers survive a parent killed by the hard time limit or the OOM killer; and a pool cannot
-send a scene's second call to the process that holds its pixels. A host process here is
-``python -m modomo.inference.host_processes`` reading pickled requests from a pipe: when its
+send a scene's second call to the process that holds its pixels. A host process here is a
+``python`` running this module's ``_main``, reading pickled requests from a pipe: when its
 parent dies the pipe ends and so does it. A host process that dies (killed, out of memory)
 fails the calls in flight on it with the reason and is started again for the next.
 
@@ -46,6 +46,10 @@ from modomo.inference.scene import Inferred, SceneResult
 __all__ = ["FinishSpec", "HostProcessError", "HostProcesses", "HostedScene", "host_processes"]
 
 log = logging.getLogger(__name__)
+
+# a host process runs this module's own _serve (not a ``-m`` __main__ copy of the module: what
+# it raises must unpickle as the package's classes)
+_ENTRY = "from modomo.inference.host_processes import _main; _main()"
 
 
 class HostProcessError(RuntimeError):
@@ -121,7 +125,7 @@ class _Lane:
         to_parent, from_child = os.pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(to_child), str(from_child)],
+                [sys.executable, "-c", _ENTRY, str(to_child), str(from_child)],
                 pass_fds=(to_child, from_child),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
@@ -393,10 +397,3 @@ def _main() -> None:
         _serve(receive, send)
     finally:
         log.debug("host process %d ends after %.0f s", os.getpid(), time.monotonic() - started)
-
-
-if __name__ == "__main__":
-    # the package's own module, not this __main__ copy: what it raises must unpickle
-    from modomo.inference.host_processes import _main as main
-
-    main()

@@ -227,29 +227,44 @@ def paste_masks(logits: Any, boxes: np.ndarray, size: Sequence[int]) -> list[Box
 
 @dataclass(frozen=True)
 class PendingMask:
-    """A box's mask logits not yet pasted: on a CPU the pasting is host work, done on a host
-    thread with the rest of the scene's (:mod:`modomo.inference.host`), not on the thread
-    that feeds the models.
+    """A box's mask logits not yet pasted: on a CPU the pasting is host work, done in a host
+    process or thread with the rest of the scene's (:mod:`modomo.inference.host`), not on
+    the thread that feeds the models.
+
+    Only the window of the low-resolution grid that pasting the box's region reads is kept
+    (a few percent of it for most objects), so what goes to a host process is small.
 
     Attributes:
-        logits: (h, w) float32 array, the low-resolution logits over the image.
+        logits: (h, w) float32 array, the window of the low-resolution logits.
         box: (4,) float xyxy prompt box in the scene's pixels.
         size: the scene's ``(height, width)``.
+        offset: the window's ``(row, column)`` in the grid.
+        grid: the whole grid's ``(rows, columns)``.
     """
 
-    logits: Any
+    logits: np.ndarray
     box: np.ndarray
     size: tuple[int, int]
+    offset: tuple[int, int] = (0, 0)
+    grid: tuple[int, int] | None = None
 
     def paste(self) -> BoxMask:
-        """The mask pasted into the box grown by :data:`BOX_MARGIN` (see :func:`paste_masks`)."""
-        return paste_masks(self.logits[None], self.box[None], self.size)[0]
+        """The mask pasted into the box grown by :data:`BOX_MARGIN` (see :func:`paste_masks`);
+        the same as pasting from the whole grid, whose cells outside the window it never
+        reads."""
+        grid = self.logits
+        if self.grid is not None and grid.shape != self.grid:
+            grid = np.zeros(self.grid, np.float32)
+            row, col = self.offset
+            grid[row : row + self.logits.shape[0], col : col + self.logits.shape[1]] = self.logits
+        return paste_masks(grid[None], self.box[None], self.size)[0]
 
 
 def masks_from_logits(
     logits: Any, boxes: np.ndarray, size: Sequence[int]
 ) -> list[BoxMask] | list[PendingMask]:
-    """Each box's mask: pasted now on an accelerator, left to a host thread on the CPU.
+    """Each box's mask: pasted now on an accelerator, left to the host on the CPU (with only
+    the window of the grid that its region reads).
 
     Args:
         logits: (N, h, w) float torch tensor on the model's device.
@@ -259,8 +274,22 @@ def masks_from_logits(
     if logits.device.type != "cpu":
         return paste_masks(logits, boxes, size)
     height, width = size
-    grids = logits.numpy()
-    return [PendingMask(m, b, (height, width)) for m, b in zip(grids, boxes, strict=True)]
+    grids = logits.float().numpy()
+    shape = (grids.shape[-2], grids.shape[-1])
+    rows = bilinear_taps(shape[0], height)
+    cols = bilinear_taps(shape[1], width)
+    pending = []
+    for grid, box in zip(grids, boxes, strict=True):
+        x1, y1, x2, y2 = box_region(box, height, width, BOX_MARGIN)
+        if x2 <= x1 or y2 <= y1:  # nothing to paste
+            window, offset = np.zeros((0, 0), np.float32), (0, 0)
+        else:
+            # the grid rows and columns the region's bilinear taps read, both ends included
+            r0, r1 = int(rows[0][y1]), int(rows[1][y2 - 1])
+            c0, c1 = int(cols[0][x1]), int(cols[1][x2 - 1])
+            window, offset = grid[r0 : r1 + 1, c0 : c1 + 1].copy(), (r0, c0)
+        pending.append(PendingMask(window, box, (height, width), offset, shape))
+    return pending
 
 
 class Sam2Segmenter:
