@@ -82,12 +82,14 @@ class HostedScene:
         size: the scene's ``(height, width)`` in pixels (upright).
         lane: index of the host process holding the scene's pixels.
         token: the scene's key in that process.
+        pid: that process's pid.
     """
 
     view: np.ndarray
     size: tuple[int, int]
     lane: int
     token: tuple[int, int]
+    pid: int
 
     def to_scene(self) -> np.ndarray:
         """(4,) float32 factors taking xyxy boxes from the view's pixels to the scene's."""
@@ -266,10 +268,10 @@ class HostProcesses:
         lane = self._lanes[number % len(self._lanes)]
         token = (self._session, number)
         reply = lane.submit(("load", token, data, max_pixels, input_side))
-        size, view, seconds = reply.result()
+        size, view, seconds, pid = reply.result()
         if clock is not None:
             clock.add(seconds)
-        return HostedScene(view, size, lane.index, token)
+        return HostedScene(view, size, lane.index, token, pid)
 
     def finish(
         self, scene: HostedScene, inferred: Inferred, spec: FinishSpec, clock: Any | None = None
@@ -281,8 +283,13 @@ class HostProcesses:
             Exception: what :func:`~modomo.inference.scene.finish_scene` raised, with its
                 stage noted.
         """
-        reply = self._lanes[scene.lane].submit(("finish", scene.token, inferred, spec))
-        result, seconds = reply.result()
+        lane = self._lanes[scene.lane]
+        if lane.pid != scene.pid:
+            raise HostProcessError(
+                f"the host process that decoded the scene (pid {scene.pid}) ended before it "
+                "could finish it (killed, or out of memory?)"
+            )
+        result, seconds = lane.submit(("finish", scene.token, inferred, spec)).result()
         if clock is not None:
             clock.add(seconds)
         return result  # type: ignore[no-any-return]
@@ -343,7 +350,7 @@ def _serve(receive: Connection, send: Connection) -> None:
                 with clock.measure("prepare"):
                     view = reduced_view(image.rgb, input_side)
                 held[token] = image
-                reply: Any = (image.size, view, clock.seconds)
+                reply: Any = (image.size, view, clock.seconds, os.getpid())
             else:
                 _, token, inferred, spec = request
                 kept = held.pop(token, None)
