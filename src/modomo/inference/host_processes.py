@@ -119,7 +119,9 @@ class _Lane:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        """The process's pid while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def start(self) -> None:
         """Start the process and its reader (caller holds ``_sending``)."""
@@ -205,7 +207,10 @@ class _Lane:
                 pending.clear()
             for future in owed:
                 future.set_exception(
-                    HostProcessError(f"the host process ended (exit code {code}) with the scene")
+                    HostProcessError(
+                        f"the host process (pid {process.pid}) ended (exit code {code}) with the "
+                        "scene in hand (killed, or out of memory?)"
+                    )
                 )
             if owed:
                 log.warning("host process %d ended (exit code %s)", process.pid, code)
@@ -286,8 +291,8 @@ class HostProcesses:
         lane = self._lanes[scene.lane]
         if lane.pid != scene.pid:
             raise HostProcessError(
-                f"the host process that decoded the scene (pid {scene.pid}) ended before it "
-                "could finish it (killed, or out of memory?)"
+                f"the host process that decoded the scene (pid {scene.pid}) ended before "
+                "finishing it (killed, or out of memory?)"
             )
         result, seconds = lane.submit(("finish", scene.token, inferred, spec)).result()
         if clock is not None:
