@@ -12,10 +12,11 @@ RLE, palettes, depth PNG, storage) while batch k+1 is on the device. While the m
 waits for a batch's inputs, it hands over the outcomes already finished and takes on itself
 the host work no thread has started, so a stalled read cannot hold back earlier scenes. At
 most ``lookahead`` batches are decoded ahead and ``finishing`` batches await their host work,
-so memory stays flat however long the task. Decoding (OpenCV, Pillow), NumPy's large-array
-work, PNG encoding and I/O release the GIL, so threads rather than processes: no image is
-copied between processes (though palettes' k-means, many small NumPy calls, holds it). Our
-own code because this scheduling is the product's core (what keeps a GPU busy); a
+so memory stays flat however long the task. The AI worker's ``load`` and ``finish`` hand the
+CPU work to host processes (:mod:`modomo.inference.host_processes`), its threads here only
+reading, writing and waiting; with ``MODOMO_AI_HOST_PROCESSES=false`` they do the work
+themselves (palettes' k-means, many small NumPy calls, then holds the GIL). Our own code
+because this scheduling is the product's core (what keeps a GPU busy); a
 ``torch.utils.data.DataLoader`` covers only the decode side of it.
 """
 

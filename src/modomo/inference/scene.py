@@ -1,5 +1,5 @@
 """Per-scene results: a scene's model outputs turned into object rows, a depth PNG and
-palettes, on a host thread (CPU).
+palettes, in a host process or thread (CPU).
 
 Every per-object step costs the object, not the image: masks arrive as box regions
 (:class:`~modomo.analysis.masks.BoxMask`), their COCO RLE is written from the region

@@ -97,8 +97,7 @@ def paste_in_region(
         crop = _paste_by_cells(logits, rows, cols, region, threshold)
         if crop is not None:
             return crop
-        values = _interpolate(logits, rows, cols, region, np.asarray)
-        return np.ascontiguousarray(values > threshold).T
+        return _paste_by_rows(logits, rows, cols, region, threshold)
     import torch
 
     def on_device(taps: np.ndarray) -> Any:
@@ -136,6 +135,37 @@ def _interpolate(
     band = (sub[:, left] * (1 - wx) + sub[:, right] * wx).T  # (region columns, sub rows)
     upper, lower, wy = convert(top - first), convert(bottom - first), convert(wy)
     return band[:, upper] * (1 - wy) + band[:, lower] * wy
+
+
+def _paste_by_rows(
+    grid: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray],
+    region: tuple[int, int, int, int],
+    threshold: float,
+) -> np.ndarray:
+    """:func:`paste_in_region` for a ragged mask on the CPU: every pixel interpolated, the
+    same arithmetic as :func:`_interpolate`, but one run of image rows between the same two
+    grid rows at a time, written straight into the column-major result (cache-sized blocks,
+    no full-size gathers or temporaries: several times faster on a 12-megapixel region)."""
+    x1, y1, x2, y2 = region
+    top, bottom, wy = (t[y1:y2] for t in rows)
+    left, right, wx = (t[x1:x2] for t in cols)
+    out = np.zeros((left.size, top.size), bool)  # (region columns, region rows)
+    if top.size == 0 or left.size == 0:
+        return out.T
+    first = int(top[0])
+    sub = grid[first : int(bottom[-1]) + 1]
+    band = np.ascontiguousarray((sub[:, left] * (1 - wx) + sub[:, right] * wx).T)
+    starts, counts = _runs(top)
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        upper = band[:, int(top[start]) - first, None]
+        lower = band[:, int(bottom[start]) - first, None]
+        weight = wy[start : start + count]
+        np.greater(
+            upper * (1 - weight) + lower * weight, threshold, out=out[:, start : start + count]
+        )
+    return out.T
 
 
 EDGE_CELLS = 0.25

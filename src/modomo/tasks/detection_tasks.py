@@ -2,12 +2,12 @@
 colours, on batches of scenes, with the models loaded once per worker process.
 
 Thin: read the batch's scenes and run them through :func:`modomo.inference.pipelined`:
-images decoded on the host threads (``MODOMO_AI_HOST_THREADS``) ahead of the device, the
-models of :class:`modomo.inference.DetectionPipeline` on this thread, and each scene finished
-(rows, palettes, its depth PNG stored) on the host threads while the next chunk is on the
-device. Outcomes are counted here, on this thread, once each, objects and all, through the
-progress reporter in one transaction. The job's stage
-counts follow each scene: passed at every stage of the pipeline, or failed at the stage its
+images decoded in the host processes (``MODOMO_AI_HOST_THREADS`` of them) ahead of the
+device, the models of :class:`modomo.inference.DetectionPipeline` on this thread, and each
+scene finished (rows, palettes) in its host process, its depth PNG stored, while the next
+chunk is on the device. Outcomes are counted here, on this thread, once each, objects and
+all, through the progress reporter in one transaction. The job's stage counts follow each
+scene: passed at every stage of the pipeline, or failed at the stage its
 exception names (:func:`modomo.inference.failed_stage`; an image that cannot be decoded fails
 at the first).
 """
