@@ -84,6 +84,8 @@ def photo_jpegs(width: int, height: int, count: int) -> list[bytes]:
         image = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BICUBIC)
         if index % 2:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # distinct pixels
+        if index >= 2 * len(photos):  # more photos than that: distinct files all the same
+            image = image.rotate(index // (2 * len(photos)), resample=Image.BICUBIC)
         stored = image.transpose(Image.Transpose.ROTATE_90)
         exif = Image.Exif()
         exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display

@@ -496,27 +496,34 @@ def test_killed_worker_batch_is_redelivered_to_another_worker(stack: Stack, tmp_
     )
 
 
-def test_killed_ai_worker_counts_each_scene_once(
-    stack: Stack, tmp_path: Path, tiny_models: dict[str, Path]
-) -> None:
-    """The pipelined AI worker (host threads decoding and finishing beside the models) is
-    SIGKILLed holding a batch: the batch comes back after the visibility timeout, and every
-    scene is counted once, with one set of objects."""
-    from tests.fixture_scenes import FIXTURE_WEIGHTS, synthetic_scenes
+def ai_env(tiny_models: dict[str, Path], **extra: str) -> dict[str, str]:
+    """An AI worker's settings: the fixture detector and the tiny random models, on the CPU."""
+    from tests.fixture_scenes import FIXTURE_WEIGHTS
 
-    folder = tmp_path / "ai-killed"
-    folder.mkdir()
-    for index, (rgb, _, _) in enumerate(synthetic_scenes(8, seed=41)):
-        (folder / f"{index:02d}.png").write_bytes(encode(rgb))
-    ai = {
-        **KILL_LIMITS,
+    return {
         "MODOMO_DEVICE": "cpu",
         "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
         "MODOMO_SEGMENTER_WEIGHTS": str(tiny_models["sam2"]),
         "MODOMO_DEPTH_WEIGHTS": str(tiny_models["depth_anything"]),
         "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(tiny_models["zoedepth"]),
-        "MODOMO_AI_BATCH_SIZE": "1",  # a chunk per scene: the batch's first is counted alone
+        **extra,
     }
+
+
+def test_killed_ai_worker_counts_each_scene_once(
+    stack: Stack, tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    """The pipelined AI worker (host processes decoding and finishing beside the models) is
+    SIGKILLed holding a batch: the batch comes back after the visibility timeout, and every
+    scene is counted once, with one set of objects."""
+    from tests.fixture_scenes import synthetic_scenes
+
+    folder = tmp_path / "ai-killed"
+    folder.mkdir()
+    for index, (rgb, _, _) in enumerate(synthetic_scenes(8, seed=41)):
+        (folder / f"{index:02d}.png").write_bytes(encode(rgb))
+    # a chunk per scene: the batch's first is counted alone
+    ai = ai_env(tiny_models, MODOMO_AI_BATCH_SIZE="1", **KILL_LIMITS)
     client = stack.process(folder, "--pipeline", "full", "--batch-size", "4", "--no-wait", **ai)
     job_id = stack.job_id(client, folder)
     assert client.wait(60) == 0, stack.client_log(folder)
@@ -565,20 +572,6 @@ def test_killed_ai_worker_counts_each_scene_once(
         objects=objects[0],
         job=[job["status"], job["processed"], job["failed"], job["total"]],
     )
-
-
-def ai_env(tiny_models: dict[str, Path], **extra: str) -> dict[str, str]:
-    """An AI worker's settings: the fixture detector and the tiny random models, on the CPU."""
-    from tests.fixture_scenes import FIXTURE_WEIGHTS
-
-    return {
-        "MODOMO_DEVICE": "cpu",
-        "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
-        "MODOMO_SEGMENTER_WEIGHTS": str(tiny_models["sam2"]),
-        "MODOMO_DEPTH_WEIGHTS": str(tiny_models["depth_anything"]),
-        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(tiny_models["zoedepth"]),
-        **extra,
-    }
 
 
 def test_killed_host_process_fails_only_the_scenes_it_held(

@@ -24,6 +24,8 @@ Wire format: :class:`multiprocessing.connection.Connection` on inherited pipe de
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 # a host process runs this module's own _serve (not a ``-m`` __main__ copy of the module: what
 # it raises must unpickle as the package's classes)
 _ENTRY = "from modomo.inference.host_processes import _main; _main()"
+
+PIPE_BYTES = 1 << 20
+"""Capacity asked for each pipe (Linux's default ``/proc/sys/fs/pipe-max-size``; the kernel's
+own default is 64 KiB)."""
 
 
 class HostProcessError(RuntimeError):
@@ -127,6 +133,9 @@ class _Lane:
         """Start the process and its reader (caller holds ``_sending``)."""
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
+        for end in (from_parent, to_parent):
+            with contextlib.suppress(OSError):  # a larger pipe: a view in a few writes, not 40
+                fcntl.fcntl(end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-c", _ENTRY, str(to_child), str(from_child)],
