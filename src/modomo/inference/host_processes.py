@@ -205,6 +205,9 @@ class _Lane:
                     future.set_exception(value)
         except (EOFError, OSError):
             pass
+        except Exception:  # a reply that does not unpickle: the stream can no longer be trusted
+            log.exception("host process %d sent a reply this process cannot read", process.pid)
+            process.kill()
         finally:
             receive.close()
             try:
@@ -214,15 +217,20 @@ class _Lane:
             with self._waiting:
                 owed = list(pending)
                 pending.clear()
+            why = _ended(process.pid, code)
             for future in owed:
-                future.set_exception(
-                    HostProcessError(
-                        f"the host process (pid {process.pid}) ended (exit code {code}) with the "
-                        "scene in hand (killed, or out of memory?)"
-                    )
-                )
+                future.set_exception(HostProcessError(f"{why} with the scene in hand"))
             if owed:
-                log.warning("host process %d ended (exit code %s)", process.pid, code)
+                log.warning("%s", why)
+
+
+def _ended(pid: int, code: int | None) -> str:
+    """Why a host process ended, in words."""
+    if code is not None and code < 0:
+        return f"the host process (pid {pid}) ended, killed by signal {-code} (out of memory?)"
+    return (
+        f"the host process (pid {pid}) ended (exit code {code}; its error is in the worker's log)"
+    )
 
 
 class HostProcesses:
