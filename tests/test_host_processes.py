@@ -267,3 +267,22 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_a_host_process_whose_worker_ends_before_it_is_ready_ends_quietly() -> None:
+    """The worker child stops (its models fail to load) while its host process is still
+    importing: the host process finds its pipe closed and ends without a traceback."""
+    script = (
+        "import os\n"
+        "from modomo.inference import HostProcesses\n"
+        "hosts = HostProcesses(1)\n"
+        "print(*hosts.pids(), flush=True)\n"
+        "os._exit(0)\n"  # at once, as a killed child: no clean-up
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    # stderr is read to its end: the host process, which shares it, has ended too
+    (pid,) = (int(p) for p in done.stdout.split())
+    assert not _alive(pid)
+    assert "Traceback" not in done.stderr, done.stderr

@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -351,7 +352,10 @@ def _serve(receive: Connection, send: Connection) -> None:
     single_threaded_libraries()
     held: dict[tuple[int, int], LoadedImage] = {}
     session = 0
-    send.send(("ready", os.getpid()))
+    try:
+        send.send(("ready", os.getpid()))
+    except OSError:  # the worker ended while this process was starting
+        return
     while True:
         try:
             request = receive.recv()
@@ -419,6 +423,9 @@ def _portable(exc: Exception) -> Exception:
 
 
 def _main() -> None:
+    # a Ctrl-C at the worker's terminal reaches its whole process group: this process ends
+    # when the worker does (its pipe closes), not with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     receive = Connection(int(sys.argv[1]), writable=False)
     send = Connection(int(sys.argv[2]), readable=False)
     started = time.monotonic()
