@@ -34,7 +34,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from modomo.config import ConfigError, load_settings
 from tests.faults.servers import OwnPostgres, OwnRedis, own_postgres, own_redis
-from tests.support import REPO, encode, worker_env
+from tests.support import REPO, ai_worker_settings, encode, worker_env
 
 pytestmark = pytest.mark.faults
 
@@ -497,17 +497,8 @@ def test_killed_worker_batch_is_redelivered_to_another_worker(stack: Stack, tmp_
 
 
 def ai_env(tiny_models: dict[str, Path], **extra: str) -> dict[str, str]:
-    """An AI worker's settings: the fixture detector and the tiny random models, on the CPU."""
-    from tests.fixture_scenes import FIXTURE_WEIGHTS
-
-    return {
-        "MODOMO_DEVICE": "cpu",
-        "MODOMO_DETECTOR_WEIGHTS": str(FIXTURE_WEIGHTS),
-        "MODOMO_SEGMENTER_WEIGHTS": str(tiny_models["sam2"]),
-        "MODOMO_DEPTH_WEIGHTS": str(tiny_models["depth_anything"]),
-        "MODOMO_DEPTH_FALLBACK_WEIGHTS": str(tiny_models["zoedepth"]),
-        **extra,
-    }
+    """An AI worker's settings (:func:`tests.support.ai_worker_settings`) plus ``extra``."""
+    return {**ai_worker_settings(tiny_models), **extra}
 
 
 def test_killed_ai_worker_counts_each_scene_once(

@@ -27,7 +27,7 @@ import supervision as sv
 
 from modomo.analysis.depth import DepthMap
 from modomo.batching import is_interrupt, map_with_backoff
-from modomo.images import LoadedImage, load_image
+from modomo.images import LoadedImage, load_image, sniff_mime
 from modomo.inference.clock import StageClock
 from modomo.inference.host_processes import FinishSpec, HostedScene, HostProcesses
 from modomo.inference.scene import (
@@ -215,7 +215,7 @@ class DetectionPipeline:
             HostProcessError: the host process ended.
         """
         device = self.models.device
-        on_device = str(device).startswith("cuda") and bytes(data[:2]) == b"\xff\xd8"
+        on_device = str(device).startswith("cuda") and sniff_mime(data) == "image/jpeg"
         if self.hosts is None or on_device:
             with self.clock.measure("decode"):
                 image = load_image(
