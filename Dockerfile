@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 #
 # One image recipe for every Modomo service (docs/deployment.md).
 #
@@ -14,14 +13,24 @@
 # (libcuda, nvidia-smi) into the container at start. The host driver must support the CUDA
 # version those wheels were built for (CUDA 13: driver 580 or newer).
 #
-# BuildKit is required (cache mounts): Docker Engine 23+ and `docker compose` use it.
+# BuildKit is required (cache mounts): Docker Engine 23+ and `docker compose` use it, and
+# DOCKER_BUILDKIT=1 turns it on in Docker 20.10. No `# syntax=` line, so that BuildKit's own
+# Dockerfile frontend builds it, with no image to pull.
+#
+# A host that reaches no image registry passes locally built base and uv images:
+# scripts/offline-images.sh makes them (Debian by debootstrap, uv from its PyPI wheel), and
+# scripts/compose-smoke.sh builds with them.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
+
+# --- uv: the pinned uv binaries (UV_VERSION in the Makefile) ------------------------------
+FROM ${UV_IMAGE} AS uv
 
 # --- builder: resolve nothing, install exactly uv.lock into /app/.venv ------------------
 FROM ${BASE_IMAGE} AS builder
 
-COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /uvx /bin/
+COPY --from=uv /uv /uvx /bin/
 
 # Extras of pyproject.toml to install, comma-separated: "" for the API and CPU workers, "ai"
 # for AI workers (torch, transformers, ultralytics); e.g. "ai,s3" adds more.
@@ -73,14 +82,16 @@ RUN groupadd --system --gid 10001 modomo \
     && mkdir -p /data /models /gpu-locks \
     && chown modomo:modomo /data /models /gpu-locks
 
-# The venv stays owned by root: the service cannot modify its own code.
-COPY --from=builder /app/.venv /app/.venv
 # The original scraper's entry points (`celery -A celery_app`, `uvicorn main_refactored:app`)
 # and its imports (`from tasks.color_tasks import …`); flowerconfig.py gives
-# `celery -A celery_app flower` basic auth on loopback, as `modomo flower`.
+# `celery -A celery_app flower` basic auth on loopback, as `modomo flower`. Before the venv:
+# they change less often, and a storage driver without copy-on-write (vfs) copies the whole
+# image so far for each layer.
 COPY celery_app.py main_refactored.py flowerconfig.py /app/
 COPY tasks /app/tasks
 COPY models /app/models
+# The venv stays owned by root: the service cannot modify its own code.
+COPY --from=builder /app/.venv /app/.venv
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

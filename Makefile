@@ -12,13 +12,14 @@ UV := $(HOME)/.local/bin/uv
 RUN := $(UV) run --frozen
 export UV
 
-.PHONY: tools help setup demo test test-fast lint typecheck requirements bench services
+.PHONY: tools help setup demo test test-fast lint typecheck requirements bench services compose-smoke
 
 help:
 	@echo "make demo          set up and run the main job on the sample photos of scikit-image/scikit-learn"
 	@echo "make test          set up and run the tests (needs Redis and PostgreSQL; starts them if it can)"
 	@echo "make requirements  export requirements-*.txt from uv.lock"
 	@echo "make bench         run the benchmarks in bench/"
+	@echo "make compose-smoke build the images, run the Compose stack and jobs on it (root, ~1 h)"
 	@echo "make lint          ruff + mypy"
 
 # uv, (re)installed whenever the one in ~/.local/bin is missing or not the pinned version.
@@ -51,6 +52,10 @@ lint: setup
 	$(RUN) ruff check src tests bench scripts tasks models celery_app.py main_refactored.py flowerconfig.py
 	$(RUN) ruff format --check src tests bench scripts tasks models celery_app.py main_refactored.py flowerconfig.py
 	$(RUN) mypy src
+
+# Too slow for `make test` (image builds): RELIABILITY.md has its latest output.
+compose-smoke: setup
+	bash scripts/compose-smoke.sh
 
 requirements: setup
 	bash scripts/export-requirements.sh
