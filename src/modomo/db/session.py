@@ -61,6 +61,9 @@ def get_engine(url: str | None = None) -> Engine:
                     pool_pre_ping=True,
                     pool_size=settings.db_pool_size,
                     max_overflow=settings.db_max_overflow,
+                    # On a SQL_ASCII database (what a bare `initdb` makes without a UTF-8
+                    # locale) psycopg would return text as bytes; Modomo writes UTF-8 only.
+                    connect_args={"client_encoding": "utf8"},
                 )
             _engines[url] = engine
         return engine
