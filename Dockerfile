@@ -84,9 +84,8 @@ RUN groupadd --system --gid 10001 modomo \
 
 # The original scraper's entry points (`celery -A celery_app`, `uvicorn main_refactored:app`)
 # and its imports (`from tasks.color_tasks import …`); flowerconfig.py gives
-# `celery -A celery_app flower` basic auth on loopback, as `modomo flower`. Before the venv:
-# they change less often, and a storage driver without copy-on-write (vfs) copies the whole
-# image so far for each layer.
+# `celery -A celery_app flower` basic auth on loopback, as `modomo flower`. Before the venv,
+# which holds the project and so changes more often.
 COPY celery_app.py main_refactored.py flowerconfig.py /app/
 COPY tasks /app/tasks
 COPY models /app/models

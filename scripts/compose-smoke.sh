@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make compose-smoke`: the Compose deployment for real on this host (RELIABILITY.md has a run).
 #
-# 1. Docker: Debian's docker.io, docker-compose and debootstrap when missing, dockerd
-#    (--storage-driver=vfs unless DOCKERD_ARGS says otherwise) when none is running.
+# 1. Docker: Debian's docker.io, docker-compose and debootstrap when missing, dockerd (with
+#    DOCKERD_ARGS) when none is running. Docker picks overlay2 where the kernel has it; with
+#    vfs (no copy-on-write) every layer and container is a full copy, and the AI image (torch
+#    with its CUDA wheels, ~9 GB) does not fit in 80 GB of disk.
 # 2. Base images: when the usual ones cannot be pulled (no registry), built locally by
 #    scripts/offline-images.sh (Debian by debootstrap; Redis, PostgreSQL and SeaweedFS from
 #    Debian's packages and PyPI; uv from PyPI).
@@ -10,8 +12,8 @@
 #    workers on the S3 profile, jobs through the API, an AI worker container killed mid-job,
 #    then tears it all down. Each step's time is printed.
 #
-# Needs root and the project's environment (`make setup`). About 30-60 minutes on 2 cores,
-# most of it the AI image (torch with its CUDA wheels) on the vfs storage driver.
+# Needs root, the project's environment (`make setup`) and about 40 GB of disk. About half an
+# hour on 2 cores, most of it building the AI image.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -43,11 +45,22 @@ fi
 export DOCKER DOCKER_BUILDKIT=1
 
 if ! "$DOCKER" info >/dev/null 2>&1; then
-  say "starting dockerd ${DOCKERD_ARGS:---storage-driver=vfs}"
+  say "starting dockerd ${DOCKERD_ARGS:-}"
   # shellcheck disable=SC2086  # DOCKERD_ARGS is a list of options
-  nohup dockerd ${DOCKERD_ARGS:---storage-driver=vfs} >"$log/dockerd.log" 2>&1 &
+  nohup dockerd ${DOCKERD_ARGS:-} >"$log/dockerd.log" 2>&1 &
   for _ in $(seq 60); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 1; done
   "$DOCKER" info >/dev/null 2>&1 || { tail -20 "$log/dockerd.log"; exit 1; }
+fi
+driver=$("$DOCKER" info --format '{{.Driver}}')
+root=$("$DOCKER" info --format '{{.DockerRootDir}}')
+free_gb=$(($(df -Pk "$root" | awk 'NR == 2 {print $4}') / 1048576))
+say "Docker's storage driver: $driver; $free_gb GB free in $root"
+if [[ "$driver" == vfs ]]; then
+  echo "warning: the vfs storage driver copies every layer: the AI image needs far more disk" >&2
+fi
+if ((free_gb < 40)); then
+  echo "error: $free_gb GB free in $root; the images and containers need about 40 GB" >&2
+  exit 1
 fi
 
 images="$log/images.env"

@@ -123,6 +123,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
         time.sleep(every)
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes repeated blocks out in full, so the written file reads on its own."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class Stack:
     """The smoke project: its folder, compose file and .env, and commands on it."""
 
@@ -157,7 +164,9 @@ class Stack:
                 service["volumes"] = [
                     v for v in service["volumes"] if not v.startswith("modomo-models:")
                 ] + [f"{models}:/models:ro"]
-        self.file.write_text(yaml.safe_dump(compose, sort_keys=False))
+        # the x- blocks were merged into the services when the file was read
+        compose = {k: v for k, v in compose.items() if not k.startswith("x-")}
+        self.file.write_text(yaml.dump(compose, Dumper=_NoAliases, sort_keys=False, width=100))
         env = {
             **self.secrets,
             "COMPOSE_PROFILES": "postgres,s3",
@@ -441,6 +450,8 @@ def main() -> None:
     parser.add_argument("--log", type=Path, required=True, help="folder for the run's files")
     parser.add_argument("--keep", action="store_true", help="leave the stack up at the end")
     args = parser.parse_args()
+    # dockerd answers slowly while vfs copies an image's layers (docker-compose's default: 60 s)
+    os.environ.setdefault("COMPOSE_HTTP_TIMEOUT", "600")
     images = dict(
         line.split("=", 1) for line in args.images.read_text().splitlines() if "=" in line
     )

@@ -62,7 +62,8 @@ if ! have "$base"; then
   # This machine's trust store too: where TLS to PyPI passes through a proxy with its own CA,
   # the builds need it (uv reads SSL_CERT_FILE).
   cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/usr/local/share/ca-certificates/host.crt"
-  chroot "$work/rootfs" update-ca-certificates >/dev/null
+  # (it warns that the bundle holds more than one certificate: it is meant to)
+  chroot "$work/rootfs" update-ca-certificates >"$work/ca.log" 2>&1 || { cat "$work/ca.log"; exit 1; }
   tar -C "$work/rootfs" -c . | "$docker" import -c 'CMD ["/bin/bash"]' \
     -c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' - "$base" >/dev/null
   rm -rf "$work/rootfs"
