@@ -19,7 +19,7 @@ help:
 	@echo "make test          set up and run the tests (needs Redis and PostgreSQL; starts them if it can)"
 	@echo "make requirements  export requirements-*.txt from uv.lock"
 	@echo "make bench         run the benchmarks in bench/"
-	@echo "make compose-smoke build the images, run the Compose stack and jobs on it (root, ~1 h)"
+	@echo "make compose-smoke build the images, run the Compose stack and jobs on it (root, ~15 min)"
 	@echo "make lint          ruff + mypy"
 
 # uv, (re)installed whenever the one in ~/.local/bin is missing or not the pinned version.

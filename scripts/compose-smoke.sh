@@ -12,8 +12,8 @@
 #    workers on the S3 profile, jobs through the API, an AI worker container killed mid-job,
 #    then tears it all down. Each step's time is printed.
 #
-# Needs root, the project's environment (`make setup`) and about 40 GB of disk. About half an
-# hour on 2 cores, most of it building the AI image.
+# Needs root, the project's environment (`make setup`) and about 40 GB of disk. About 15
+# minutes on 2 cores from nothing, a third of it building the AI image.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

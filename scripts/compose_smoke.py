@@ -242,6 +242,16 @@ class Stack:
     def exec(self, service: str, *argv: str, timeout: float = 300) -> str:
         return self.compose("exec", "-T", service, *argv, timeout=timeout)
 
+    def stored(self) -> int:
+        """How many objects the S3 bucket holds, counted from inside the API container."""
+        script = f"import fsspec; print(len(fsspec.filesystem('s3').find('{BUCKET}')))"
+        return int(self.exec("api", "python", "-c", script).strip())
+
+    def state(self, container: str) -> str:
+        """A container's state as Docker reports it, e.g. ``exited (137)``."""
+        state = json.loads(run([docker(), "inspect", container]))[0]["State"]
+        return f"{state['Status']} ({state['ExitCode']})"
+
     def logs_tail(self) -> str:
         try:
             return self.compose("logs", "--no-color", "--tail", "30", timeout=120)
@@ -390,11 +400,7 @@ def smoke(steps: Steps, stack: Stack, photos: Path) -> list[str]:
         scene_ids = api.scene_ids()
         if len(scene_ids) != PHOTOS:
             raise SmokeFailure(f"{len(scene_ids)} scenes in the catalogue, wanted {PHOTOS}")
-        stored = stack.exec(
-            "api", "python", "-c",
-            f"import fsspec; print(len(fsspec.filesystem('s3').find('{BUCKET}/artifacts')))",
-        )  # fmt: skip
-        found.append(f"ingest: {len(scene_ids)} scenes, {stored.strip()} objects in s3://{BUCKET}")
+        found.append(f"ingest: {len(scene_ids)} scenes, {stack.stored()} objects in s3://{BUCKET}")
     with steps("colour job through the API (POST /process/colors)"):
         job = api.wait_job(api.post("/process/colors", {}), 600)
         found.append(exact(job, PHOTOS, "colour job"))
@@ -403,6 +409,7 @@ def smoke(steps: Steps, stack: Stack, photos: Path) -> list[str]:
         found.append(exact(job, PHOTOS, "detection job"))
         objects = api.http.get("/scenes", params={"has_objects": True, "limit": 1}).json()
         found.append(f"scenes with detected objects: {objects['total']}/{PHOTOS}")
+        found.append(f"s3://{BUCKET} after it: {stack.stored()} objects (images, depth maps)")
     with steps("Flower refuses a request without credentials"):
         bare = httpx.get(f"http://127.0.0.1:{FLOWER_PORT}/", timeout=30)
         authed = httpx.get(
@@ -433,7 +440,9 @@ def smoke(steps: Steps, stack: Stack, photos: Path) -> list[str]:
         found.append(
             f"{victim} SIGKILLed with {before}/{PHOTOS} scenes processed; "
             + exact(job, PHOTOS, "the job")
-            + f", {time.monotonic() - killed_at:.0f} s after the kill"
+            + f", {time.monotonic() - killed_at:.0f} s after the kill (the batch it held came"
+            f" back after the visibility timeout, {LIMITS['MODOMO_VISIBILITY_TIMEOUT']} s); the"
+            f" killed container stayed down meanwhile: {stack.state(victim)}"
         )
     with steps(f"back to {AI_REPLICAS} AI workers, every container healthy"):
         stack.compose("up", "-d", "--no-build", "--scale", f"{AI}={AI_REPLICAS}", timeout=1800)
@@ -452,6 +461,7 @@ def main() -> None:
     args = parser.parse_args()
     # dockerd answers slowly while vfs copies an image's layers (docker-compose's default: 60 s)
     os.environ.setdefault("COMPOSE_HTTP_TIMEOUT", "600")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' progress bars, building models
     images = dict(
         line.split("=", 1) for line in args.images.read_text().splitlines() if "=" in line
     )
