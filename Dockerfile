@@ -1,5 +1,4 @@
-#
-# One image recipe for every Modomo service (docs/deployment.md).
+# One image recipe for every Modomo service (the README's Deployment section).
 #
 #   docker build -t modomo .                              API, general and scraping workers,
 #                                                         beat, Flower, migrations (no torch)
