@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -311,17 +312,21 @@ def exact(job: dict[str, Any], total: int, what: str) -> str:
 # --- inputs -----------------------------------------------------------------------------
 
 
+def _script(name: str) -> ModuleType:
+    """Another of this folder's scripts, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_models(folder: Path) -> Path:
     """The fixture detector and tiny random-weight SAM 2.1 / depth models, readable by the
     containers' uid 10001."""
-    spec = importlib.util.spec_from_file_location(
-        "build_random_models", REPO / "scripts" / "build_random_models.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     models = folder / "models"
-    module.build(models, "tiny")
+    _script("build_random_models").build(models, "tiny")
     shutil.copy(REPO / "tests" / "fixtures" / "fixture_detector.pt", models)
     for path in [models, *models.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -334,13 +339,7 @@ def write_photos(folder: Path) -> Path:
     import numpy as np
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location(
-        "train_fixture_detector", REPO / "scripts" / "train_fixture_detector.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = _script("train_fixture_detector")
     photos = folder / "photos"
     photos.mkdir()
     photos.chmod(0o755)

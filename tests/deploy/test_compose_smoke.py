@@ -5,11 +5,8 @@ RELIABILITY.md has its output."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,26 +14,15 @@ import yaml
 
 from tests.deploy.test_compose import _compose_commands, _config
 from tests.deploy.test_dockerfile import _hadolint
-from tests.support import REPO
+from tests.support import REPO, load_script
 
 OFFLINE = REPO / "docker" / "offline"
-
-
-def _smoke() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "compose_smoke", REPO / "scripts" / "compose_smoke.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, str]]:
     """The compose file and .env that compose_smoke.py writes, with the offline images."""
-    smoke = _smoke()
+    smoke = load_script("compose_smoke")
     folder = tmp_path_factory.mktemp("smoke")
     models = folder / "models"
     models.mkdir()
