@@ -25,8 +25,18 @@ most 3x 1280x960/5 per image; two host processes at least 1.6x the images/s of o
 least 0.9x in-process; worker child peak RSS at most 1.5 GB above idle; palettes within a
 mean ΔE of 1.0.
 
-Run: ``uv run python bench/ai_host.py [--images 8] [--skip-queued]`` (Redis and PostgreSQL
-on loopback for the queued part: ``make services``).
+Each run also prints the CPU time per image of the worker and its host processes, and the
+targets the bound a 2-core machine sets: the most two host processes could gain over one
+with their CPU time spread evenly over the cores (ceiling), and the least the tiny models'
+4032x3024/40 could take (floor). Torch's thread count is the worker's: the cores left beside
+the host processes (``MODOMO_TORCH_THREADS`` 0). With (b), the objects' boxes' summed area in
+image areas: mask pasting, RLE and sampling cost that many pixels.
+
+Each in-process figure is the median of ``--repeats`` runs (1 and 2 host processes
+interleaved), with every run's time beside it.
+
+Run: ``uv run python bench/ai_host.py [--images 8] [--repeats 3] [--parts PARTS]``
+(Redis and PostgreSQL on loopback for the queued part: ``make services``).
 """
 
 from __future__ import annotations
@@ -203,9 +213,12 @@ def run_in_process(
     ``processes``, ``hosts`` host threads; the stages' seconds land in ``pipeline.clock``."""
     from modomo.inference import HostProcesses, StageClock, pipelined
     from modomo.inference.host import single_threaded_libraries
+    from modomo.models.device import reserve_host_cores, set_torch_threads
 
     pipeline.clock = clock = StageClock()
     pipeline.hosts = host_processes = HostProcesses(hosts) if processes else None
+    reserve_host_cores(hosts)  # torch's threads leave the host work its cores, as in the worker
+    set_torch_threads(0)
     threads = 2 * hosts if processes else hosts
 
     def load(index: int) -> Any:
@@ -220,12 +233,14 @@ def run_in_process(
     chunks = [list(range(i, min(i + batch, len(jpegs)))) for i in range(0, len(jpegs), batch)]
     single_threaded_libraries()  # as the worker's host pool does
     failed = objects = 0
+    coverage = 0.0
     try:
         if host_processes is not None:  # started and imported, as in a warm worker
             host_processes.load(jpegs[0], max_pixels=200_000_000, input_side=pipeline.input_side)
             host_processes.new_session()
             clock.seconds.clear()
         with ThreadPoolExecutor(threads, thread_name_prefix="bench-host") as pool:
+            cpu_started = tree_cpu_seconds()
             started = time.perf_counter()
             for outcome in pipelined(chunks, load, infer, finish, pool):
                 if outcome.error is not None:
@@ -233,7 +248,9 @@ def run_in_process(
                     print(f"  scene {outcome.item} failed: {outcome.error!r}")
                 else:
                     objects += len(outcome.result.objects)
+                    coverage += box_coverage(outcome.result.objects)
             seconds = time.perf_counter() - started
+            cpu = tree_cpu_seconds() - cpu_started
     finally:
         if host_processes is not None:
             host_processes.close()
@@ -242,10 +259,45 @@ def run_in_process(
     return {
         "ms_per_image": 1000 * seconds / n,
         "images_per_s": n / seconds,
+        "cpu_ms_per_image": 1000 * cpu / n,
         "stages": {k: 1000 * v / n for k, v in clock.seconds.items()},
         "failed": failed,
         "objects": objects,
+        "coverage": coverage / max(1, n - failed),
     }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time per image (the machine is shared: single runs wander), with
+    ``spread``, every run's ms per image."""
+    ordered = sorted(runs, key=lambda run: run["ms_per_image"])
+    spread = "/".join(f"{run['ms_per_image']:.0f}" for run in ordered)
+    return {**ordered[len(ordered) // 2], "spread": f"{spread} ms"}
+
+
+def box_coverage(rows: list[dict[str, Any]]) -> float:
+    """The summed area of a scene's object boxes over the image's (masks are pasted, encoded
+    and sampled over the boxes: their cost follows it)."""
+    if not rows or rows[0]["mask_rle"] is None:
+        return 0.0
+    height, width = rows[0]["mask_rle"]["size"]
+    return sum(row["bbox"][2] * row["bbox"][3] for row in rows) / (height * width)
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its live children (the
+    host processes): what the run costs the machine, whatever its cores."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in (me, *me.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 def stage_line(stages: dict[str, float]) -> str:
@@ -443,6 +495,12 @@ def _wait_final(job_id: Any, timeout_s: float = 1800) -> None:
 
 
 # --- main ---------------------------------------------------------------------------------
+def ceiling(wall_ms: float, cpu_ms: float, cores: int) -> float:
+    """The most a run of ``cpu_ms`` CPU per image could gain over one of ``wall_ms`` per image
+    on ``cores`` cores: its CPU work spread evenly over all of them, nothing waiting."""
+    return wall_ms / (cpu_ms / cores)
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -451,6 +509,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="images per size and run")
     parser.add_argument("--batch", type=int, default=4, help="images per model batch")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per in-process figure (the median is kept)"
+    )
     parser.add_argument("--palette-photos", type=int, default=8)
     parser.add_argument(
         "--parts",
@@ -463,7 +524,6 @@ def main() -> None:
     import torch
 
     from modomo.inference import STAGES, DetectionPipeline
-    from modomo.models.device import set_torch_threads
 
     cores = len(os.sched_getaffinity(0))
     print(
@@ -481,15 +541,18 @@ def main() -> None:
     print("    ms per image by stage (summed over threads), then wall ms per image, images/s")
     standin: dict[tuple[int, int, int], dict[int, dict[str, Any]]] = {}
     for key, data in jpegs.items() if "standin" in parts else ():
-        standin[key] = {}
-        for threads in (1, 2):
-            pipeline = DetectionPipeline(StandInModels(key[2]), STAGES, batch_size=args.batch)
-            run_in_process(pipeline, data[:2], threads, args.batch)  # warm caches
-            result = run_in_process(pipeline, data, threads, args.batch)
-            standin[key][threads] = result
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        for _ in range(args.repeats):  # interleaved: a busy spell of the machine hits both
+            for threads in (1, 2):
+                pipeline = DetectionPipeline(StandInModels(key[2]), STAGES, batch_size=args.batch)
+                run_in_process(pipeline, data[:2], threads, args.batch)  # warm caches
+                runs[threads].append(run_in_process(pipeline, data, threads, args.batch))
+        standin[key] = {threads: median_run(found) for threads, found in runs.items()}
+        for threads, result in standin[key].items():
             print(
                 f"  {key[0]}x{key[1]}/{key[2]:>2} objects, {threads} host process(es): "
                 f"{result['ms_per_image']:7.0f} ms/image {result['images_per_s']:6.2f} images/s"
+                f" (CPU {result['cpu_ms_per_image']:.0f} ms/image; runs {result['spread']})"
                 f"  [{stage_line(result['stages'])}]"
             )
 
@@ -527,13 +590,16 @@ def main() -> None:
         registry = ModelRegistry(settings)
         pipeline = DetectionPipeline(registry, STAGES, batch_size=args.batch)
         pipeline.load()
-        set_torch_threads(0)
         run_in_process(pipeline, data[:2], host_threads, args.batch)
-        tiny[key] = result = run_in_process(pipeline, data, host_threads, args.batch)
+        tiny[key] = result = median_run(
+            [run_in_process(pipeline, data, host_threads, args.batch) for _ in range(args.repeats)]
+        )
         print(
             f"  {key[0]}x{key[1]}/{key[2]:>2} objects: {result['ms_per_image']:7.0f} ms/image "
-            f"{result['images_per_s']:6.2f} images/s, {result['objects'] / len(data):.0f} "
-            f"objects/image  [{stage_line(result['stages'])}]"
+            f"{result['images_per_s']:6.2f} images/s (CPU {result['cpu_ms_per_image']:.0f} "
+            f"ms/image; runs {result['spread']}), {result['objects'] / len(data):.0f} "
+            f"objects/image covering {result['coverage']:.1f} images  "
+            f"[{stage_line(result['stages'])}]"
         )
 
     queued: dict[str, Any] = {}
@@ -600,16 +666,19 @@ def main() -> None:
         print(f"  stand-in 1920x1440/30, 1 process: {a_mid:.0f} ms <= 150: {verdict(a_mid <= 150)}")
         print(f"  stand-in 4032x3024/40, 1 process: {a_big:.0f} ms <= 400: {verdict(a_big <= 400)}")
         for key in SIZES:
-            gain = standin[key][2]["images_per_s"] / standin[key][1]["images_per_s"]
+            one, two = standin[key][1], standin[key][2]
+            gain = two["images_per_s"] / one["images_per_s"]
             print(
                 f"  stand-in {key[0]}x{key[1]}/{key[2]} two processes over one: {gain:.2f}x "
-                f">= 1.6: {verdict(gain >= 1.6)}"
+                f">= 1.6: {verdict(gain >= 1.6)} (ceiling on {cores} cores: "
+                f"{ceiling(one['ms_per_image'], two['cpu_ms_per_image'], cores):.2f}x)"
             )
     if tiny:
         growth = tiny[big]["ms_per_image"] / tiny[small]["ms_per_image"]
+        floor = tiny[big]["cpu_ms_per_image"] / cores / tiny[small]["ms_per_image"]
         print(
             f"  tiny models 4032x3024/40 over 1280x960/5: {growth:.2f}x <= 3: "
-            f"{verdict(growth <= 3)}"
+            f"{verdict(growth <= 3)} (floor on {cores} cores: {floor:.2f}x)"
         )
     if "throughput" in queued:
         ratio = queued["throughput"]["images_per_s"] / tiny[mid]["images_per_s"]

@@ -493,7 +493,10 @@ class Settings(BaseSettings):
     torch_threads: Annotated[int, Field(ge=0, le=256)] = Field(
         default=0,
         validation_alias=_env("torch_threads"),
-        description="Torch CPU threads in a worker; 0: the cores the worker may use.",
+        description=(
+            "Torch CPU threads in a worker; 0: the cores the worker may use, less an AI"
+            " worker's host processes or threads (at least 1)."
+        ),
     )
     depth_max_side: Annotated[int, Field(ge=16, le=16384)] = Field(
         default=1024,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from modomo.analysis.masks import decode_rle, xywh_to_xyxy
-from modomo.config import Settings, load_settings
+from modomo.config import Settings, get_settings, load_settings
 from modomo.images import LoadedImage, load_image
 from modomo.inference import STAGES, DetectionPipeline, SceneResult, parse_stages
 from modomo.models import MissingWeightsError, resolve
@@ -232,3 +232,31 @@ def test_modomo_sets_torch_threads_whatever_an_import_set(
     ModelRegistry(settings_for(tiny_models, tmp_path, torch_threads=1)).detector()
     assert torch.get_num_threads() == 1
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+
+
+def test_torch_threads_leave_the_cores_of_the_host_work(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AI worker's host processes keep cores busy: torch's automatic thread count is the
+    rest (at least one), and an explicit MODOMO_TORCH_THREADS still wins."""
+    from modomo.models import device
+    from modomo.tasks import detection_tasks
+
+    cores = device.usable_cores()
+    monkeypatch.setattr(device, "_host_cores", 0)  # restored after the test
+    monkeypatch.setenv("MODOMO_AI_HOST_THREADS", str(max(1, cores - 1)))
+    monkeypatch.setenv("MODOMO_AI_HOST_PROCESSES", "false")  # host threads: nothing to start
+    monkeypatch.setenv("MODOMO_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        detection_tasks._pipeline(["colors"])  # as a task does before its batch
+        assert torch.get_num_threads() == max(1, cores - max(1, cores - 1))
+        ModelRegistry(settings_for(tiny_models, tmp_path)).detector()  # a load keeps it
+        assert torch.get_num_threads() == max(1, cores - max(1, cores - 1))
+        device.reserve_host_cores(cores + 3)
+        assert device.set_torch_threads(0) == 1
+        ModelRegistry(settings_for(tiny_models, tmp_path, torch_threads=2)).detector()
+        assert torch.get_num_threads() == 2
+    finally:
+        get_settings.cache_clear()
+        torch.set_num_threads(cores)

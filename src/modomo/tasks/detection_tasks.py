@@ -57,6 +57,7 @@ from modomo.jobs import (
     job_is_active,
     job_summary,
 )
+from modomo.models.device import reserve_host_cores, set_torch_threads
 from modomo.tasks.base import (
     RETRY,
     UNUSABLE,
@@ -78,7 +79,9 @@ def _host_count() -> int:
 
 
 def _hosts() -> HostProcesses | None:
-    """This worker child's host processes, or None when the host work runs on threads."""
+    """This worker child's host processes, or None when the host work runs on threads; either
+    way their cores are left out of torch's automatic thread count."""
+    reserve_host_cores(_host_count())
     return host_processes(_host_count()) if get_settings().ai_host_processes else None
 
 
@@ -86,13 +89,15 @@ def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
     from modomo.models.registry import registry
 
     settings = get_settings()
+    hosts = _hosts()
+    set_torch_threads(settings.torch_threads)
     return DetectionPipeline(
         registry(),
         parse_stages(list(stages)),
         batch_size=settings.ai_batch_size,
         palette_size=settings.palette_size,
         input_side=max(INPUT_SIDE, settings.detector_image_size),
-        hosts=_hosts(),
+        hosts=hosts,
     )
 
 
