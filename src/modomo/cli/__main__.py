@@ -1,0 +1,5 @@
+"""``python -m modomo.cli``."""
+
+from modomo.cli import main
+
+main()
