@@ -118,6 +118,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _scene_uuid(text: str) -> uuid.UUID:
+    """A scene id given on the command line; a one-line error when it is not a uuid."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise _fail(f"{text!r} is not a scene id (a uuid)") from None
+
+
 def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 

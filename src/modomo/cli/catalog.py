@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import (
     CountdownOption,
     ExpiresAtOption,
@@ -25,11 +20,13 @@ from modomo.cli.app import (
     RunAtOption,
     _ensure_database,
     _fail,
+    _scene_uuid,
     _timing,
     app,
 )
 from modomo.cli.process import _print_groups
 from modomo.cli.sources import _run_source_job
+from modomo.config import get_settings
 
 
 @app.command()
@@ -103,10 +100,7 @@ def similar(
     from modomo.console import console
     from modomo.similarity import NoEmbedding, similar_scenes
 
-    try:
-        sid = uuid.UUID(scene_id)
-    except ValueError:
-        raise _fail(f"{scene_id!r} is not a scene id (a uuid)") from None
+    sid = _scene_uuid(scene_id)
     _ensure_database(get_settings())
     try:
         found = similar_scenes(sid, k)

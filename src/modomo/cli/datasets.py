@@ -8,16 +8,13 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from modomo.cli.app import _ensure_database, _fail, _scene_uuid, annotations_app, app
 from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
-from modomo.cli.app import _ensure_database, _fail, annotations_app, app
 
 
 def _filters(values: list[str]) -> dict[str, tuple[str, ...]]:
@@ -324,10 +321,7 @@ def preview(
     from modomo.console import console
     from modomo.images import ImageError
 
-    try:
-        sid = uuid.UUID(scene_id)
-    except ValueError:
-        raise _fail(f"{scene_id!r} is not a scene id (a uuid)") from None
+    sid = _scene_uuid(scene_id)
     _ensure_database(get_settings())
     try:
         data = _scene_preview(sid, max_size or None)

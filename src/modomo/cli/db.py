@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from sqlalchemy.engine import make_url
 
-from modomo.config import Settings, get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import _redacted, db_app
+from modomo.config import Settings, get_settings
 
 
 @db_app.command("upgrade")

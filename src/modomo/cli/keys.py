@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import _ensure_database, _fail, keys_app
+from modomo.config import get_settings
 
 
 @keys_app.command("create")

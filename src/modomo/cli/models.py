@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import _fail, models_app
 from modomo.cli.process import _yoloe_embeddings
+from modomo.config import get_settings
 
 
 @models_app.command("list")

@@ -11,16 +11,12 @@ import contextlib
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from modomo.config import Settings, get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import (
     AI_QUEUES,
     PriorityOption,
@@ -31,6 +27,7 @@ from modomo.cli.app import (
     _timing,
     app,
 )
+from modomo.config import Settings, get_settings
 
 
 @app.command()

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import PriorityOption, _ensure_database, _fail, schedules_app
+from modomo.config import get_settings
 
 
 @schedules_app.command("add")

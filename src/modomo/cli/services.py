@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    pass
 from modomo.cli.app import AI_QUEUES, GENERAL_QUEUES, _ensure_database, _fail, _one_line, app
+from modomo.config import get_settings
 
 
 @app.command()

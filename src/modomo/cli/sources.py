@@ -8,10 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modomo.config import get_settings
-
-if TYPE_CHECKING:
-    from modomo.jobs.scheduling import Timing
 from modomo.cli.app import (
     CountdownOption,
     ExpiresAtOption,
@@ -25,6 +21,10 @@ from modomo.cli.app import (
     scrape_app,
 )
 from modomo.cli.process import _warn_unconsumed
+from modomo.config import get_settings
+
+if TYPE_CHECKING:
+    from modomo.jobs.scheduling import Timing
 
 
 def _run_source_job(

@@ -95,7 +95,7 @@ _host_cores = 0
 
 def reserve_host_cores(count: int) -> None:
     """Leave ``count`` cores to this process's host work when torch's thread count is
-    automatic, and apply it now.
+    automatic: the next :func:`set_torch_threads` (every model load) applies it.
 
     An AI worker decodes and finishes scenes on host processes while torch runs the models:
     a torch pool as wide as the machine oversubscribes it, and its OpenMP threads spin

@@ -81,8 +81,9 @@ def _host_count() -> int:
 def _hosts() -> HostProcesses | None:
     """This worker child's host processes, or None when the host work runs on threads; either
     way their cores are left out of torch's automatic thread count."""
-    reserve_host_cores(_host_count())
-    return host_processes(_host_count()) if get_settings().ai_host_processes else None
+    count = _host_count()
+    reserve_host_cores(count)
+    return host_processes(count) if get_settings().ai_host_processes else None
 
 
 def _pipeline(stages: Sequence[str]) -> DetectionPipeline:
