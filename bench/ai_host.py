@@ -334,8 +334,9 @@ def palette_delta_e(boxes: int, photos: int) -> dict[str, tuple[float, float]]:
             if not mask.area:
                 continue
             rows, cols = mask.sample(SAMPLE_PIXELS, seed=i)
-            crop = rgb[mask.y : mask.y + mask.crop.shape[0], mask.x : mask.x + mask.crop.shape[1]]
-            full = extract_palette(np.ascontiguousarray(crop), mask.crop)
+            crop = rgb[mask.y : mask.y + mask.shape[0], mask.x : mask.x + mask.shape[1]]
+            inside = np.ascontiguousarray(mask.crop)
+            full = extract_palette(np.ascontiguousarray(crop), inside)
             full_lab = np.array([c.lab for c in full.colors])
             ways = {
                 "sampled": rgb[rows, cols],
@@ -348,9 +349,7 @@ def palette_delta_e(boxes: int, photos: int) -> dict[str, tuple[float, float]]:
                     for c in palette.colors
                 ]
                 matched[way].append(sum(distance))
-                cost[way].append(
-                    fidelity(crop, palette, mask.crop) - fidelity(crop, full, mask.crop)
-                )
+                cost[way].append(fidelity(crop, palette, inside) - fidelity(crop, full, inside))
     return {
         way: (float(np.mean(matched[way])), float(np.mean(cost[way])), len(matched[way]))
         for way in matched

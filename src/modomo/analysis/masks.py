@@ -1,16 +1,17 @@
 """Masks and boxes: box-region masks, COCO RLE encoding and the box arithmetic the detection
 pipeline needs.
 
-An object's mask is kept as its box region only (:class:`BoxMask`): on a 12-megapixel photo
-with 40 objects, full-size masks are 480 MB of booleans and every per-object step over them
-costs the whole image. :func:`encode_box_rle` writes a box mask's COCO RLE straight from its
-region (the run lengths of the zeros around it are arithmetic), equal to pycocotools'
-``encode`` of the full-size mask without building it; our own because pycocotools only
-encodes full-size Fortran-order arrays. Decoding and the string compression of the counts are
-pycocotools' (the COCO API), so the stored masks read back with the same library every COCO
-tool uses. Box conventions are named in every signature: ``xyxy`` is ``(x1, y1, x2, y2)``
-and ``xywh`` is COCO's ``(x, y, width, height)``, both in pixels with the origin at the
-image's top-left corner.
+An object's mask is kept as the runs of ones down the columns of its box region
+(:class:`BoxMask`): on a 12-megapixel photo with 40 objects, full-size masks are 480 MB of
+booleans and every per-object step over them costs the whole image; even box-region booleans
+cost the region's pixels per step, which for large ragged masks is most of a worker's host
+time. :func:`encode_box_rle` writes a box mask's COCO RLE straight from its runs, equal to
+pycocotools' ``encode`` of the full-size mask without building it; our own because
+pycocotools only encodes full-size Fortran-order arrays. Decoding and the string compression
+of the counts are pycocotools' (the COCO API), so the stored masks read back with the same
+library every COCO tool uses. Box conventions are named in every signature: ``xyxy`` is
+``(x1, y1, x2, y2)`` and ``xywh`` is COCO's ``(x, y, width, height)``, both in pixels with the
+origin at the image's top-left corner.
 """
 
 from __future__ import annotations
@@ -53,24 +54,41 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BoxMask:
-    """A binary mask stored as a region of its image: everything outside it is False.
+    """A binary mask stored as the runs of ones down the columns of a region of its image:
+    everything outside the region is False.
+
+    Runs rather than booleans because a mask's every use needs only its runs: COCO's RLE is
+    the runs in image order, the area their sum, a uniform sample of pixels a draw over
+    their lengths. A pasted mask's runs come straight from the mask decoder's logits (cost
+    proportional to the region's width times the logit rows under it), so no per-object step
+    costs the pixels of the region, however ragged the mask.
 
     Attributes:
         x, y: the region's top-left corner in image pixels.
-        crop: (h, w) bool, the mask inside the region (``image[y:y+h, x:x+w]``).
+        shape: the region's ``(height, width)`` in pixels (``image[y:y+h, x:x+w]``).
+        columns: (n,) int64, each run's column in the region.
+        starts: (n,) int64, each run's first row in the region.
+        lengths: (n,) int64, each run's length in rows (> 0). Runs are sorted by column then
+            row, and two runs of a column neither overlap nor touch.
         image_height, image_width: the full image's size in pixels.
+
+    Raises:
+        ValueError: the region is outside the image, or a run outside the region.
     """
 
     x: int
     y: int
-    crop: np.ndarray
+    shape: tuple[int, int]
+    columns: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
     image_height: int
     image_width: int
 
     def __post_init__(self) -> None:
-        h, w = self.crop.shape
+        h, w = self.shape
         if not (
             self.x >= 0
             and self.y >= 0
@@ -81,6 +99,90 @@ class BoxMask:
                 f"box mask region {w}x{h} at ({self.x}, {self.y}) is outside its "
                 f"{self.image_width}x{self.image_height} image"
             )
+        if self.columns.size and not (
+            self.columns.min() >= 0
+            and self.columns.max() < w
+            and self.starts.min() >= 0
+            and (self.starts + self.lengths).max() <= h
+            and self.lengths.min() > 0
+        ):
+            raise ValueError(f"a run of a box mask is outside its {w}x{h} region")
+
+    @classmethod
+    def from_runs(
+        cls,
+        region_xyxy: tuple[int, int, int, int],
+        columns: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        height: int,
+        width: int,
+    ) -> BoxMask:
+        """A mask from the runs of its region's columns, sorted by column then row; runs of a
+        column that touch are joined and empty ones dropped.
+
+        Args:
+            region_xyxy: integer pixel region, exclusive right/bottom edge, inside the image.
+            columns, starts, ends: (n,) ints, each run's region column, first row and row
+                after its last.
+            height, width: the image's size in pixels.
+        """
+        x1, y1, x2, y2 = region_xyxy
+        columns, starts, ends = (np.asarray(a, np.int64) for a in (columns, starts, ends))
+        keep = ends > starts
+        columns, starts, ends = columns[keep], starts[keep], ends[keep]
+        # a run continues the previous one when in the same column and starting at its end
+        joins = np.zeros(columns.size, bool)
+        joins[1:] = (columns[1:] == columns[:-1]) & (starts[1:] == ends[:-1])
+        first = np.flatnonzero(~joins)
+        last = np.append(first[1:], columns.size)[: first.size] - 1
+        return cls(
+            x1,
+            y1,
+            (y2 - y1, x2 - x1),
+            columns[first],
+            starts[first],
+            ends[last] - starts[first],
+            height,
+            width,
+        )
+
+    @classmethod
+    def from_crop(cls, x: int, y: int, crop: np.ndarray, height: int, width: int) -> BoxMask:
+        """A mask from its region's booleans (cost proportional to the region's area).
+
+        Args:
+            x, y: the region's top-left corner in image pixels.
+            crop: (h, w) bool, the mask inside the region (either memory order; Fortran order
+                reads without a copy).
+            height, width: the image's size in pixels.
+        """
+        rows, cols = crop.shape
+        region = (x, y, x + cols, y + rows)
+        if crop.size == 0:
+            empty = np.zeros(0, np.int64)
+            return cls.from_runs(region, empty, empty, empty, height, width)
+        flat = np.asarray(crop, bool).T.reshape(-1).view(np.uint8)  # column by column
+        switch = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        switch = switch[switch % rows != 0]  # between two pixels of the same column
+        on = switch[flat[switch] == 1]
+        off = switch[flat[switch] == 0]
+        # (column, row) of each start and end: a column's first pixel on starts a run at row
+        # 0, its last pixel on ends one at row ``rows``
+        start_col = np.concatenate((on // rows, np.flatnonzero(flat[::rows])))
+        start_row = np.concatenate((on % rows, np.zeros(start_col.size - on.size, np.int64)))
+        end_col = np.concatenate((off // rows, np.flatnonzero(flat[rows - 1 :: rows])))
+        end_row = np.concatenate((off % rows, np.full(end_col.size - off.size, rows)))
+        starts_order = np.lexsort((start_row, start_col))
+        ends_order = np.lexsort((end_row, end_col))
+        return cls.from_runs(
+            region,
+            start_col[starts_order],
+            start_row[starts_order],
+            end_row[ends_order],
+            height,
+            width,
+        )
 
     @classmethod
     def filled(cls, region_xyxy: tuple[int, int, int, int], height: int, width: int) -> BoxMask:
@@ -90,90 +192,87 @@ class BoxMask:
             region_xyxy: integer pixel region, exclusive right/bottom edge, inside the image.
         """
         x1, y1, x2, y2 = region_xyxy
-        return cls(x1, y1, np.ones((y2 - y1, x2 - x1), bool), height, width)
+        columns = np.arange(x2 - x1 if y2 > y1 else 0)
+        zeros = np.zeros_like(columns)
+        return cls.from_runs(region_xyxy, columns, zeros, zeros + y2 - y1, height, width)
 
     @property
     def area(self) -> int:
         """Pixels in the mask."""
-        return int(np.count_nonzero(self.crop))
+        return int(self.lengths.sum())
 
     def bbox_xyxy(self) -> np.ndarray | None:
         """The tight box around the mask's pixels, xyxy in image pixels (exclusive right and
         bottom edge): (4,) float64, or None when the mask is empty."""
-        box = mask_bbox_xyxy(self.crop)
-        return None if box is None else box + np.array([self.x, self.y, self.x, self.y])
+        if self.columns.size == 0:
+            return None
+        return np.array(
+            [
+                self.x + self.columns[0],
+                self.y + self.starts.min(),
+                self.x + self.columns[-1] + 1,
+                self.y + (self.starts + self.lengths).max(),
+            ],
+            dtype=np.float64,
+        )
+
+    def _pixels(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``(rows, cols)`` of the mask's pixels numbered ``index`` (n,) int64, counting
+        run by run."""
+        ends = np.cumsum(self.lengths)
+        run = np.searchsorted(ends, index, side="right")
+        rows = self.starts[run] + index - (ends[run] - self.lengths[run])
+        return rows + self.y, self.columns[run] + self.x
+
+    @property
+    def crop(self) -> np.ndarray:
+        """The region's (h, w) bool mask, in Fortran (column-major) order (tests and small
+        images: it costs the region's area)."""
+        h, w = self.shape
+        out = np.zeros((w, h), bool)
+        rows, cols = self._pixels(np.arange(self.area))
+        out[cols - self.x, rows - self.y] = True
+        return out.T
 
     def to_full(self) -> np.ndarray:
         """The full-size (image_height, image_width) bool mask (tests and small images only)."""
         full = np.zeros((self.image_height, self.image_width), bool)
-        h, w = self.crop.shape
+        h, w = self.shape
         full[self.y : self.y + h, self.x : self.x + w] = self.crop
         return full
 
     def sample(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """About ``count`` of the mask's pixels, uniformly (at most ``count``; all of them
-        when the mask has no more).
-
-        A large mask is sampled by drawing region positions uniformly (with replacement) and
-        keeping those in the mask, ``count`` hits expected, so the cost is one pass over the
-        region's booleans rather than a list of all its pixels.
+        """``count`` of the mask's pixels drawn uniformly with replacement, or all of them
+        when the mask has no more (cost proportional to ``count`` and the runs, not the area).
 
         Returns:
             ``(rows, cols)``: (n,) int64 image coordinates. Equal masks and seed give equal
             samples.
         """
-        # column by column when the crop is Fortran-ordered (as pasted): a view either way
-        fortran = self.crop.flags.f_contiguous and not self.crop.flags.c_contiguous
-        flat_mask = (self.crop.T if fortran else self.crop).reshape(-1)
         area = self.area
         if area <= count:
-            flat = np.flatnonzero(flat_mask)
+            index = np.arange(area)
         else:
-            draws = int(np.ceil(count * flat_mask.size / area))
-            flat = np.random.default_rng(seed).integers(0, flat_mask.size, draws)
-            flat = flat[flat_mask[flat]][:count]
-        if fortran:
-            cols, rows = np.divmod(flat, self.crop.shape[0])
-        else:
-            rows, cols = np.divmod(flat, self.crop.shape[1])
-        return rows + self.y, cols + self.x
+            # in order: the runs are then searched front to back (twice as fast)
+            index = np.sort(np.random.default_rng(seed).integers(0, area, count))
+        return self._pixels(index)
 
 
 def encode_box_rle(mask: BoxMask) -> dict[str, Any]:
     """The COCO RLE of a box mask, as :func:`encode_rle` gives for its full-size mask.
 
     COCO's RLE runs over the image in column-major order, starting with a run of zeros
-    (possibly empty). Only the region's columns hold ones, so the runs are found from the
-    region alone (cost proportional to its area): per region column, the rows where the
-    mask switches on and off, offset to the column's place in the image; a run ending at the
-    bottom of one column and one starting at the top of the next are the same run.
-    The counts are compressed to pycocotools' string form by pycocotools itself.
+    (possibly empty): the mask's runs are already in that order, so the counts are the gaps
+    between them, offset to the image (cost proportional to the runs). A run ending at the
+    bottom of one image column and one starting at the top of the next are one run. The
+    counts are compressed to pycocotools' string form by pycocotools itself.
 
     Returns:
         ``{"size": [H, W], "counts": str}``.
     """
     height, width = mask.image_height, mask.image_width
-    rows, cols = mask.crop.shape
-    # the region column by column (a view when the crop is Fortran-ordered, as pasted)
-    flat = mask.crop.T.reshape(-1).view(np.uint8)
-
-    def at(column: np.ndarray, row: np.ndarray | int) -> np.ndarray:
-        return (column.astype(np.int64) + mask.x) * height + mask.y + row
-
-    if flat.size:
-        inside = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # switches between two pixels
-        inside = inside[inside % rows != 0]  # ...of the same column
-        edges = np.sort(
-            np.concatenate(
-                (
-                    at(*np.divmod(inside, rows)),
-                    at(np.flatnonzero(flat[::rows]), 0),  # columns whose first pixel is on
-                    at(np.flatnonzero(flat[rows - 1 :: rows]), rows),  # ...last pixel is on
-                )
-            )
-        )  # alternately on, off
-    else:
-        edges = np.zeros(0, np.int64)
+    on = (mask.columns + mask.x) * height + mask.y + mask.starts
+    edges = np.stack((on, on + mask.lengths), axis=1).reshape(-1)  # alternately on, off
     # an "off" at the bottom of a column equals an "on" at the top of the next: one run
     keep = np.ones(edges.size, bool)
     joined = np.flatnonzero(edges[1:-1:2] == edges[2::2]) * 2 + 1

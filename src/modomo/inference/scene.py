@@ -195,7 +195,7 @@ def finish_scene(
                 row["mask_box_iou"] = box_iou(mask_box, box) if mask_box is not None else 0.0
                 if row["mask_area"]:
                     region = mask
-        if region.crop.size == 0:  # a degenerate box: no pixel to describe
+        if 0 in region.shape:  # a degenerate box: no pixel to describe
             result.objects.append(row)
             continue
         rows, cols = region.sample(sample_pixels, seed=i)
